@@ -1,0 +1,1 @@
+"""Reseller adapters for Hailuo 2.3. This package never imports from ``gateway``."""
