@@ -1,0 +1,89 @@
+"""``gateway serve`` and ``gateway demo`` (also ``python -m gateway``).
+
+argparse from the standard library is enough for two subcommands and a handful of flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from gateway.config import ConfigError, Settings, load_settings, resolve_secrets
+
+
+def _config_path(arg: str | None, environ: Mapping[str, str]) -> Path:
+    return Path(arg or environ.get("GATEWAY_CONFIG") or "config.yaml")
+
+
+def _with_server(settings: Settings, host: str | None, port: int | None) -> Settings:
+    update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if not update:
+        return settings
+    return settings.model_copy(update={"server": settings.server.model_copy(update=update)})
+
+
+def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.logs import configure_logging
+
+    try:
+        settings = _with_server(
+            load_settings(_config_path(args.config, environ), environ), args.host, args.port
+        )
+        secrets = resolve_secrets(settings, environ)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log.level)
+    uvicorn.run(
+        create_app(settings, secrets),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(
+        config_path=_config_path(args.config, environ),
+        host=args.host or "127.0.0.1",
+        port=args.port if args.port is not None else 8080,
+        environ=environ,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("serve", "run the gateway"),
+        ("demo", "run the gateway with simulated resellers and an embedded Redis"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--config", help="config file (default $GATEWAY_CONFIG or config.yaml)")
+        cmd.add_argument("--host", help="listen address (default from config)")
+        cmd.add_argument("--port", type=int, help="listen port (default from config)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    if args.command == "serve":
+        return serve(args, env)
+    return demo(args, env)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""Typed settings: ``config.yaml`` overlaid with ``GATEWAY_<SECTION>__<FIELD>`` environment values.
+
+Settings are built once (by the CLI or a test) and passed in; nothing else reads the
+environment. Secrets never live in the file: the file names the environment variables that hold
+them (``*_env`` keys), and :func:`resolve_secrets` reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import PydanticBaseSettingsSource
+
+from providers.base import Tier
+from providers.registry import PROVIDER_KINDS
+
+StrategyName = Literal["cheapest", "healthiest", "priority", "weighted"]
+PRICE_KEYS = ("6s_768P", "10s_768P", "6s_1080P")
+"""The combinations any reseller offers; 10 s at 1080P exists nowhere."""
+
+EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None
+    max_body_bytes: int = Field(12 * 1024 * 1024, ge=1024)
+
+
+class RedisSettings(_Section):
+    url: str | None = None
+    """None starts an embedded ``redis-server`` with its data in ``data_dir``."""
+    data_dir: Path = Path(".gateway")
+
+
+class ClientKeySettings(_Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    key_env: EnvVarName
+    rate_per_minute: int | None = Field(None, ge=1)
+
+
+class AuthSettings(_Section):
+    keys: list[ClientKeySettings] = Field(default_factory=list)
+
+    @field_validator("keys")
+    @classmethod
+    def _names_unique(cls, keys: list[ClientKeySettings]) -> list[ClientKeySettings]:
+        names = [k.name for k in keys]
+        if len(set(names)) != len(names):
+            raise ValueError("client key names must be unique")
+        return keys
+
+
+class CircuitSettings(_Section):
+    failures_to_open: int = Field(5, ge=1)
+    cooldown_s: float = Field(30.0, gt=0)
+
+
+class RoutingSettings(_Section):
+    strategy: StrategyName = "cheapest"
+    max_attempts: int = Field(3, ge=1, le=10)
+    failover_on_timeout: bool = False
+    circuit: CircuitSettings = CircuitSettings()
+
+
+class StatusSettings(_Section):
+    poll_interval_s: float = Field(2.0, ge=1.0)
+    task_ttl_days: float = Field(7.0, gt=0)
+    deadline_s: float = Field(1800.0, gt=0)
+
+
+class WebhookSettings(_Section):
+    secret_env: EnvVarName | None = "GATEWAY_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+PriceTable = dict[Tier, dict[str, float]]
+
+
+class ProviderConfig(_Section):
+    kind: str
+    base_url: str = Field(pattern=r"^https?://")
+    api_key_env: EnvVarName
+    enabled: bool = True
+    priority: int = 1
+    weight: float = Field(1.0, ge=0)
+    connect_timeout_s: float = Field(3.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0)
+    models: list[str] | None = None
+    """Default: what the kind serves."""
+    text_to_video: bool | None = None
+    """Default: what the kind serves."""
+    prices_usd: PriceTable = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in PROVIDER_KINDS:
+            raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(PROVIDER_KINDS))}")
+        return kind
+
+    @field_validator("prices_usd")
+    @classmethod
+    def _valid_prices(cls, table: PriceTable) -> PriceTable:
+        for tier, prices in table.items():
+            for key, price in prices.items():
+                if key not in PRICE_KEYS:
+                    raise ValueError(f"{tier}.{key}: not a combination; use one of {PRICE_KEYS}")
+                if price <= 0:
+                    raise ValueError(f"{tier}.{key}: a price must be positive")
+        return table
+
+    @model_validator(mode="after")
+    def _capabilities_within_kind(self) -> ProviderConfig:
+        kind = PROVIDER_KINDS[self.kind]
+        if self.text_to_video and not kind.text_to_video:
+            raise ValueError(f"text_to_video: kind {self.kind!r} does not serve text-to-video")
+        unknown = set(self.models or ()) - set(kind.models)
+        if unknown:
+            raise ValueError(f"models: kind {self.kind!r} does not serve {sorted(unknown)}")
+        return self
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        return tuple(self.models) if self.models is not None else PROVIDER_KINDS[self.kind].models
+
+    @property
+    def serves_text_to_video(self) -> bool:
+        if self.text_to_video is not None:
+            return self.text_to_video
+        return PROVIDER_KINDS[self.kind].text_to_video
+
+    def price(self, tier: Tier, price_key: str) -> float | None:
+        """The price of one combination, or None when this provider does not serve it."""
+        return self.prices_usd.get(tier, {}).get(price_key)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    redis: RedisSettings = RedisSettings()
+    auth: AuthSettings = AuthSettings()
+    routing: RoutingSettings = RoutingSettings()
+    status: StatusSettings = StatusSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    log: LogSettings = LogSettings()
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, providers: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
+        for name in providers:
+            if not name.replace("_", "").replace("-", "").isalnum() or name != name.lower():
+                raise ValueError(f"{name!r}: provider names are lower-case letters, digits, _ or -")
+        return providers
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        # The documented prefix is upper case; match case-insensitively like the default source.
+        self.env_vars = {k.lower(): v for k, v in environ.items()}
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
+    """Read ``path`` (YAML; None means defaults only), overlay ``GATEWAY_*`` values from
+    ``environ``, and validate. Raises :class:`ConfigError` naming the key on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded or {}
+    return settings_from_mapping(data, environ, source=str(path) if path else None)
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any], environ: Mapping[str, str], *, source: str | None = None
+) -> Settings:
+    """Validate already-parsed configuration ``data`` overlaid with ``GATEWAY_*`` values."""
+
+    class _Loader(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            # Earlier sources win: the environment overrides the file.
+            return (_MappingEnvSource(settings_cls, environ), init_settings)
+
+    try:
+        return _Loader(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc
+
+
+def _describe(exc: ValidationError, source: str | None) -> str:
+    where = source or "configuration"
+    lines = [f"{where}: {exc.error_count()} invalid setting(s)"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {key}: {error['msg']}")
+    return "\n".join(lines)
+
+
+class Secrets(BaseModel):
+    """Secrets read from the environment. ``SecretStr`` keeps them out of reprs and logs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    client_keys: dict[str, SecretStr]
+    """client name → key"""
+    provider_keys: dict[str, SecretStr]
+    """provider name → upstream API key (enabled providers only)"""
+    webhook_secret: SecretStr | None
+
+
+def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
+    """Read every secret the settings name. Raises ConfigError naming the key and variable."""
+    problems: list[str] = []
+
+    def read(key: str, var: str) -> SecretStr | None:
+        value = environ.get(var, "").strip()
+        if not value:
+            problems.append(f"  {key}: environment variable {var} is not set")
+            return None
+        return SecretStr(value)
+
+    client_keys: dict[str, SecretStr] = {}
+    for i, client in enumerate(settings.auth.keys):
+        secret = read(f"auth.keys.{i}.key_env", client.key_env)
+        if secret is not None:
+            client_keys[client.name] = secret
+    if not settings.auth.keys:
+        problems.append("  auth.keys: at least one client key is needed")
+    seen: dict[str, str] = {}
+    for name, secret in client_keys.items():
+        if secret.get_secret_value() in seen:
+            problems.append(
+                f"  auth.keys: clients {seen[secret.get_secret_value()]!r} and "
+                f"{name!r} share one key"
+            )
+        seen[secret.get_secret_value()] = name
+
+    provider_keys: dict[str, SecretStr] = {}
+    for name, provider in settings.providers.items():
+        if provider.enabled:
+            secret = read(f"providers.{name}.api_key_env", provider.api_key_env)
+            if secret is not None:
+                provider_keys[name] = secret
+    if not any(p.enabled for p in settings.providers.values()):
+        problems.append("  providers: no provider is enabled")
+
+    webhook_secret = None
+    if settings.webhooks.secret_env:
+        value = environ.get(settings.webhooks.secret_env, "").strip()
+        webhook_secret = SecretStr(value) if value else None
+
+    if problems:
+        raise ConfigError("missing secrets or keys:\n" + "\n".join(problems))
+    return Secrets(
+        client_keys=client_keys, provider_keys=provider_keys, webhook_secret=webhook_secret
+    )

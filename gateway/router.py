@@ -1,0 +1,184 @@
+"""Routing: eligible providers → strategy → create, failing over only when it cannot bill twice.
+
+The failover rule lives in the ProviderError tree (``providers/errors.py``): an error whose
+class says the upstream did not take the task may be tried elsewhere; anything else stops here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.config import ProviderConfig, RoutingSettings
+from gateway.errors import (
+    AllProvidersFailed,
+    ContentRejected,
+    InvalidRequest,
+    Unsupported,
+    UpstreamOutcomeUnknown,
+    UpstreamRejected,
+)
+from gateway.schemas import Attempt, RoutingOverrides
+from gateway.strategies import STRATEGIES, Candidate
+from providers import errors as perr
+from providers.base import Provider, Submitted, VideoJob
+
+logger = logging.getLogger(__name__)
+
+BeforeAttempt = Callable[[Candidate, Sequence[Attempt]], Awaitable[None]]
+"""Called before each upstream create, with the attempts so far: the place to persist a trace."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A configured provider and its adapter."""
+
+    name: str
+    config: ProviderConfig
+    adapter: Provider
+    file_order: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a task went: the accepting candidate, its answer and every attempt made."""
+
+    candidate: Candidate
+    submitted: Submitted
+    attempts: list[Attempt]
+
+
+class Router:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        settings: RoutingSettings,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._routes = {r.name: r for r in routes}
+        self._settings = settings
+        self._rng = rng or random.Random()  # noqa: S311 - load spreading, not security
+
+    @property
+    def routes(self) -> Mapping[str, Route]:
+        return self._routes
+
+    def adapter(self, name: str) -> Provider | None:
+        route = self._routes.get(name)
+        return route.adapter if route else None
+
+    def served_models(self) -> set[str]:
+        return {
+            m for r in self._routes.values() if r.config.enabled for m in r.config.served_models
+        }
+
+    def plan(self, job: VideoJob, overrides: RoutingOverrides | None) -> list[Candidate]:
+        """The eligible candidates, best first. Refuses before any upstream call."""
+        if job.model not in self.served_models():
+            served = ", ".join(sorted(self.served_models()))
+            raise InvalidRequest.field(
+                "model", f"no provider serves {job.model!r}; served: {served}"
+            )
+        allow = overrides.providers if overrides and overrides.providers else None
+        if allow:
+            unknown = [n for n in allow if n not in self._routes]
+            if unknown:
+                raise InvalidRequest.field("routing.providers", f"unknown providers {unknown}")
+        max_price = overrides.max_price_usd if overrides else None
+        candidates: list[Candidate] = []
+        for route in self._routes.values():
+            cfg = route.config
+            price = cfg.price(job.tier, job.price_key)
+            if (
+                not cfg.enabled
+                or job.model not in cfg.served_models
+                or (job.mode == "text_to_video" and not cfg.serves_text_to_video)
+                or price is None
+                or (allow is not None and route.name not in allow)
+                or (max_price is not None and price > max_price)
+            ):
+                continue
+            candidates.append(
+                Candidate(
+                    name=route.name,
+                    price_usd=price,
+                    priority=cfg.priority,
+                    weight=cfg.weight,
+                    file_order=route.file_order,
+                )
+            )
+        if not candidates:
+            raise Unsupported(self._why_unsupported(job, allow, max_price))
+        strategy = (overrides.strategy if overrides else None) or self._settings.strategy
+        return STRATEGIES[strategy](candidates, allow, self._rng)
+
+    def _why_unsupported(
+        self, job: VideoJob, allow: Sequence[str] | None, max_price: float | None
+    ) -> str:
+        what = f"{job.model} {job.tier} {job.mode} {job.duration}s {job.resolution}"
+        limits = []
+        if allow:
+            limits.append(f"among {list(allow)}")
+        if max_price is not None:
+            limits.append(f"at or under ${max_price:.2f}")
+        return f"no enabled provider serves {what}" + (" " + " ".join(limits) if limits else "")
+
+    async def submit(
+        self, candidates: Sequence[Candidate], job: VideoJob, before_attempt: BeforeAttempt
+    ) -> Placement:
+        """Create the task with the first candidate that takes it.
+
+        Moves on only after a failure that proves the upstream created nothing (or after an
+        unanswered request, when ``failover_on_timeout`` allows it).
+        """
+        attempts: list[Attempt] = []
+        for candidate in candidates[: self._settings.max_attempts]:
+            await before_attempt(candidate, attempts)
+            adapter = self._routes[candidate.name].adapter
+            started = time.perf_counter()
+            try:
+                submitted = await adapter.create(job)
+            except perr.ProviderError as exc:
+                attempts.append(_attempt(candidate.name, exc.outcome, started, exc.message))
+                logger.warning(
+                    "upstream create failed",
+                    extra={"provider": candidate.name, "outcome": exc.outcome,
+                           "http_status": exc.http_status},
+                )  # fmt: skip
+                self._stop_unless_safe(exc, attempts)
+                continue
+            attempts.append(_attempt(candidate.name, "accepted", started, None))
+            return Placement(candidate=candidate, submitted=submitted, attempts=attempts)
+        raise AllProvidersFailed(f"{len(attempts)} attempt(s), none accepted", attempts=attempts)
+
+    def _stop_unless_safe(self, exc: perr.ProviderError, attempts: list[Attempt]) -> None:
+        if isinstance(exc, perr.OutcomeUnknown):
+            if self._settings.failover_on_timeout:
+                return
+            raise UpstreamOutcomeUnknown(
+                f"{exc.provider} received the request but did not answer; it may have created "
+                "the task, so it was not sent elsewhere",
+                attempts=attempts,
+            )
+        if isinstance(exc, perr.ContentRejected):
+            raise ContentRejected(exc.message, attempts=attempts)
+        if isinstance(exc, perr.RequestRejected):
+            raise UpstreamRejected(
+                f"{exc.provider} refused the translated request: {exc.message}", attempts=attempts
+            )
+        if not exc.failover:
+            raise AllProvidersFailed(exc.message, attempts=attempts)
+
+
+def _attempt(provider: str, outcome: str, started: float, message: str | None) -> Attempt:
+    latency_ms = round((time.perf_counter() - started) * 1000)
+    return Attempt(
+        provider=provider,
+        outcome=outcome,
+        latency_ms=latency_ms,
+        message=message[:300] if message else None,
+    )

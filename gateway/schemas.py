@@ -1,0 +1,186 @@
+"""The public request and task models: the JSON that clients send and receive (api.md §2)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from gateway.config import StrategyName
+from providers.base import Duration, Resolution, TaskStatus, Tier
+
+DATA_URI = re.compile(r"^data:image/(png|jpeg|webp);base64,(?P<payload>[A-Za-z0-9+/=\s]+)$")
+MAX_METADATA_KEYS = 16
+MAX_METADATA_VALUE = 512
+
+
+def _duration(value: Any) -> Any:
+    # "6"/"10" are accepted as strings; booleans and floats are not integers here.
+    if isinstance(value, str) and value.strip() in ("6", "10"):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("duration", "must be 6 or 10 (seconds)")
+    return value
+
+
+def _resolution(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip().upper()
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PydanticCustomError("url", "must be an http:// or https:// URL")
+    return value
+
+
+class RoutingOverrides(BaseModel):
+    """Per-request routing overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: StrategyName | None = None
+    providers: list[str] | None = Field(None, min_length=1, max_length=16)
+    """An allow-list, in preference order (used as the order by the ``priority`` strategy)."""
+    max_price_usd: float | None = Field(None, gt=0)
+
+
+class CreateVideoRequest(BaseModel):
+    """``POST /v1/videos``. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("hailuo-2.3", min_length=1, max_length=64)
+    tier: Tier = "standard"
+    prompt: str = Field(description="1–2000 characters after trimming")
+    image: str | None = Field(
+        None, description="http(s) URL or data:image/{png,jpeg,webp};base64,…; absent = text"
+    )
+    duration: Annotated[Duration, BeforeValidator(_duration)] = 6
+    resolution: Annotated[Resolution, BeforeValidator(_resolution)] = "768P"
+    webhook_url: str | None = Field(None, max_length=2048)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    routing: RoutingOverrides | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise PydanticCustomError("prompt", "must not be empty")
+        if len(value) > 2000:
+            raise PydanticCustomError("prompt", "must be at most 2000 characters after trimming")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("data:"):
+            match = DATA_URI.match(value)
+            if match is None:
+                raise PydanticCustomError(
+                    "image", "a data URI must be data:image/{png,jpeg,webp};base64,<data>"
+                )
+            try:
+                base64.b64decode(match["payload"], validate=False)
+            except binascii.Error as exc:
+                raise PydanticCustomError("image", "the data URI is not valid base64") from exc
+            return value
+        if len(value) > 4096:
+            raise PydanticCustomError("image", "an image URL must be at most 4096 characters")
+        return _http_url(value)
+
+    @field_validator("resolution")
+    @classmethod
+    def _no_ten_seconds_at_1080p(cls, value: Resolution, info: Any) -> Resolution:
+        # Checked on the resolution field so the error names a field. No reseller serves it.
+        if value == "1080P" and info.data.get("duration") == 10:
+            raise PydanticCustomError(
+                "combination", "10 s at 1080P is not offered; use 768P, or 6 s at 1080P"
+            )
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_METADATA_KEYS:
+            raise PydanticCustomError("metadata", "at most 16 keys")
+        for key, item in value.items():
+            if not key or len(key) > 64:
+                raise PydanticCustomError("metadata", "keys must be 1–64 characters")
+            if len(item) > MAX_METADATA_VALUE:
+                raise PydanticCustomError("metadata", "values must be at most 512 characters")
+        return value
+
+
+Mode = Literal["image_to_video", "text_to_video"]
+
+
+class TaskError(BaseModel):
+    code: str
+    message: str
+
+
+class Attempt(BaseModel):
+    """One upstream create call made for a task."""
+
+    provider: str
+    outcome: str
+    """``accepted``, ``pending`` (in flight) or a ProviderError outcome word."""
+    latency_ms: int = 0
+    message: str | None = None
+    """The upstream's own message, for refusals."""
+
+
+class Task(BaseModel):
+    """The public task object."""
+
+    id: str
+    object: Literal["video"] = "video"
+    status: TaskStatus
+    model: str
+    tier: Tier
+    duration: Duration
+    resolution: Resolution
+    mode: Mode
+    provider: str | None
+    provider_task_id: str | None
+    price_usd: float | None
+    video_url: str | None = None
+    error: TaskError | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    attempts: list[Attempt] = Field(default_factory=list)
+    created_at: int
+    updated_at: int
+    completed_at: int | None = None
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document with a stable ``code``."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    code: str
+    errors: list[FieldError] | None = None
+    attempts: list[Attempt] | None = None

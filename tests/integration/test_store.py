@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.errors import StoreUnavailable
+from gateway.schemas import Attempt
+from gateway.store import TaskRecord, TaskStore, connect, new_task_id
+from providers.base import TaskStatus, VideoJob
+
+JOB = VideoJob(prompt="a lighthouse at dusk", image="https://example.com/a.png")
+
+
+def new_record() -> TaskRecord:
+    return TaskRecord.new("demo", JOB, webhook_url=None, metadata={"order": "42"})
+
+
+def test_task_ids_are_opaque_and_unique() -> None:
+    ids = {new_task_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.startswith("vid_") and len(i) == 30 and i[4:].isalnum() for i in ids)
+
+
+async def test_created_task_reads_back_equal(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=3600)
+    record = new_record()
+    await store.create(record)
+    assert await store.get(record.id) == record
+
+
+async def test_created_task_expires_after_the_configured_ttl(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=3600)
+    record = new_record()
+    await store.create(record)
+    ttl = await redis.ttl(TaskStore.task_key(record.id))
+    assert 3590 <= ttl <= 3600
+
+
+async def test_save_keeps_the_ttl_set_at_creation(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=3600)
+    record = new_record()
+    await store.create(record)
+    await redis.expire(TaskStore.task_key(record.id), 100)
+    record.attempts = [Attempt(provider="runapi", outcome="accepted", latency_ms=5)]
+    await store.save(record)
+    assert 0 < await redis.ttl(TaskStore.task_key(record.id)) <= 100
+    saved = await store.get(record.id)
+    assert saved is not None
+    assert saved.attempts == record.attempts
+
+
+async def test_unknown_task_is_none(redis: Redis) -> None:
+    assert await TaskStore(redis, ttl_s=60).get(new_task_id()) is None
+
+
+async def test_final_task_drops_its_job_but_keeps_the_mapping(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=3600)
+    record = new_record()
+    record.provider, record.provider_task_id = "runapi", "up-1"
+    await store.create(record)
+    record.finish(TaskStatus.COMPLETED, video_url="https://cdn.example/v.mp4")
+    await store.save(record)
+    saved = await store.get(record.id)
+    assert saved is not None
+    assert saved.job is None
+    assert (saved.provider, saved.provider_task_id) == ("runapi", "up-1")
+    assert saved.public().video_url == "https://cdn.example/v.mp4"
+    assert saved.completed_at is not None
+
+
+def test_public_task_hides_client_job_and_webhook() -> None:
+    record = new_record()
+    public = record.public().model_dump()
+    assert "client" not in public
+    assert "job" not in public
+    assert "webhook_url" not in public
+    assert JOB.prompt not in str(public)
+
+
+async def test_unreachable_redis_is_store_unavailable() -> None:
+    # Port 1 on loopback refuses connections.
+    client = connect("redis://127.0.0.1:1/0")
+    store = TaskStore(client, ttl_s=60)
+    with pytest.raises(StoreUnavailable):
+        await store.create(new_record())
+    with pytest.raises(StoreUnavailable):
+        await store.get(new_task_id())
+    await client.aclose()

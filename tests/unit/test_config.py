@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_settings, resolve_secrets
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
+ENV = {
+    "GATEWAY_KEY_DEMO": "client-key-for-tests",
+    "RUNAPI_API_KEY": "runapi-test-key",
+    "APIINONE_API_KEY": "apiinone-test-key",
+}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_loads_with_the_documented_defaults() -> None:
+    settings = load_settings(REPO_CONFIG, {})
+    assert settings.server.port == 8080
+    assert settings.redis.url is None
+    assert settings.routing.strategy == "cheapest"
+    assert settings.routing.circuit.failures_to_open == 5
+    assert settings.status.poll_interval_s == 2
+    assert settings.providers["runapi"].price("standard", "10s_768P") == 0.50
+    assert settings.providers["apiinone"].price("pro", "6s_1080P") == 0.85
+
+
+def test_env_overrides_a_nested_value_and_keeps_the_rest_of_the_file() -> None:
+    settings = load_settings(
+        REPO_CONFIG,
+        {"GATEWAY_REDIS__URL": "redis://127.0.0.1:6390/0", "GATEWAY_ROUTING__MAX_ATTEMPTS": "2"},
+    )
+    assert settings.redis.url == "redis://127.0.0.1:6390/0"
+    assert settings.routing.max_attempts == 2
+    assert settings.routing.strategy == "cheapest"
+    assert set(settings.providers) == {"runapi", "apiinone"}
+
+
+def test_env_override_reaches_into_a_provider() -> None:
+    settings = load_settings(REPO_CONFIG, {"GATEWAY_PROVIDERS__RUNAPI__ENABLED": "false"})
+    assert settings.providers["runapi"].enabled is False
+    assert settings.providers["runapi"].kind == "runapi"
+
+
+def test_unknown_key_in_the_file_fails_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "routing:\n  strategyy: cheapest\n")
+    with pytest.raises(ConfigError, match=r"routing\.strategyy"):
+        load_settings(path, {})
+
+
+def test_bad_value_fails_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "routing:\n  strategy: fastest\n")
+    with pytest.raises(ConfigError, match=r"routing\.strategy"):
+        load_settings(path, {})
+
+
+def test_poll_interval_below_one_second_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "status:\n  poll_interval_s: 0.5\n")
+    with pytest.raises(ConfigError, match=r"status\.poll_interval_s"):
+        load_settings(path, {})
+
+
+def test_price_for_ten_seconds_at_1080p_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "providers:\n  r:\n    kind: runapi\n    base_url: http://x\n    api_key_env: K\n"
+        "    prices_usd: {standard: {10s_1080P: 0.9}}\n",
+    )
+    with pytest.raises(ConfigError, match=r"providers\.r\.prices_usd"):
+        load_settings(path, {})
+
+
+def test_unknown_provider_kind_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "providers:\n  r:\n    kind: sora\n    base_url: http://x\n    api_key_env: K\n"
+    )
+    with pytest.raises(ConfigError, match=r"providers\.r\.kind"):
+        load_settings(path, {})
+
+
+def test_text_to_video_cannot_be_switched_on_for_a_kind_without_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "providers:\n  r:\n    kind: runapi\n    base_url: http://x\n    api_key_env: K\n"
+        "    text_to_video: true\n",
+    )
+    with pytest.raises(ConfigError, match="text_to_video"):
+        load_settings(path, {})
+
+
+def test_secrets_come_from_the_named_env_vars() -> None:
+    settings = load_settings(REPO_CONFIG, {})
+    secrets = resolve_secrets(settings, ENV)
+    assert secrets.client_keys["demo"].get_secret_value() == "client-key-for-tests"
+    assert secrets.provider_keys["runapi"].get_secret_value() == "runapi-test-key"
+    assert "runapi-test-key" not in repr(secrets)
+
+
+def test_missing_secret_fails_naming_key_and_variable() -> None:
+    settings = load_settings(REPO_CONFIG, {})
+    env = {k: v for k, v in ENV.items() if k != "APIINONE_API_KEY"}
+    with pytest.raises(ConfigError, match=r"providers\.apiinone\.api_key_env.*APIINONE_API_KEY"):
+        resolve_secrets(settings, env)
+
+
+def test_disabled_provider_needs_no_key() -> None:
+    settings = load_settings(REPO_CONFIG, {"GATEWAY_PROVIDERS__APIINONE__ENABLED": "false"})
+    env = {k: v for k, v in ENV.items() if k != "APIINONE_API_KEY"}
+    assert set(resolve_secrets(settings, env).provider_keys) == {"runapi"}
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.yaml", {})

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.schemas import CreateVideoRequest
+
+
+def fields_of(exc: ValidationError) -> set[str]:
+    return {".".join(str(p) for p in e["loc"]) for e in exc.errors()}
+
+
+def invalid(body: dict[str, Any]) -> set[str]:
+    with pytest.raises(ValidationError) as info:
+        CreateVideoRequest.model_validate(body)
+    return fields_of(info.value)
+
+
+def test_defaults_fill_a_minimal_request() -> None:
+    req = CreateVideoRequest.model_validate({"prompt": "  a cat  "})
+    assert (req.model, req.tier, req.duration, req.resolution) == (
+        "hailuo-2.3",
+        "standard",
+        6,
+        "768P",
+    )
+    assert req.prompt == "a cat"
+    assert req.image is None
+    assert req.metadata == {}
+
+
+@pytest.mark.parametrize(("given", "expected"), [("6", 6), ("10", 10), (6, 6), (10, 10)])
+def test_duration_accepts_integers_and_their_strings(given: Any, expected: int) -> None:
+    assert (
+        CreateVideoRequest.model_validate({"prompt": "p", "duration": given}).duration == expected
+    )
+
+
+@pytest.mark.parametrize("given", [5, "7", 6.0, True, None, "six"])
+def test_duration_refuses_anything_else(given: Any) -> None:
+    assert invalid({"prompt": "p", "duration": given}) == {"duration"}
+
+
+@pytest.mark.parametrize("given", ["768p", "1080P", "1080p", " 768P "])
+def test_resolution_is_case_insensitive(given: str) -> None:
+    req = CreateVideoRequest.model_validate({"prompt": "p", "resolution": given})
+    assert req.resolution == given.strip().upper()
+
+
+def test_ten_seconds_at_1080p_is_refused_naming_resolution() -> None:
+    assert invalid({"prompt": "p", "duration": 10, "resolution": "1080P"}) == {"resolution"}
+
+
+def test_unknown_field_is_refused_by_name() -> None:
+    assert invalid({"prompt": "p", "negative_prompt": "x"}) == {"negative_prompt"}
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "x" * 2001])
+def test_prompt_must_be_1_to_2000_characters_after_trimming(prompt: str) -> None:
+    assert invalid({"prompt": prompt}) == {"prompt"}
+
+
+def test_prompt_of_2000_characters_plus_whitespace_is_accepted() -> None:
+    assert len(CreateVideoRequest.model_validate({"prompt": " " + "x" * 2000 + " "}).prompt) == 2000
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["https://example.com/a.png", "http://127.0.0.1/x.jpg", "data:image/png;base64,iVBORw0KGgo="],
+)
+def test_image_accepts_http_urls_and_image_data_uris(image: str) -> None:
+    assert CreateVideoRequest.model_validate({"prompt": "p", "image": image}).image == image
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["ftp://example.com/a.png", "example.com/a.png", "data:image/gif;base64,R0lGOD=",
+     "data:text/plain;base64,aGk=", "data:image/png;base64,***"],
+)  # fmt: skip
+def test_image_refuses_other_schemes_and_types(image: str) -> None:
+    assert invalid({"prompt": "p", "image": image}) == {"image"}
+
+
+def test_webhook_url_must_be_http() -> None:
+    assert invalid({"prompt": "p", "webhook_url": "file:///etc/passwd"}) == {"webhook_url"}
+
+
+def test_metadata_limits() -> None:
+    assert invalid({"prompt": "p", "metadata": {str(i): "v" for i in range(17)}}) == {"metadata"}
+    assert invalid({"prompt": "p", "metadata": {"k": "v" * 513}}) == {"metadata"}
+    assert invalid({"prompt": "p", "metadata": {"k": 1}}) == {"metadata.k"}
+
+
+def test_routing_overrides_refuse_unknown_strategy_and_fields() -> None:
+    assert invalid({"prompt": "p", "routing": {"strategy": "fastest"}}) == {"routing.strategy"}
+    assert invalid({"prompt": "p", "routing": {"region": "eu"}}) == {"routing.region"}
+    assert invalid({"prompt": "p", "routing": {"max_price_usd": 0}}) == {"routing.max_price_usd"}
+
+
+def test_tier_must_be_standard_or_pro() -> None:
+    assert invalid({"prompt": "p", "tier": "ultra"}) == {"tier"}
