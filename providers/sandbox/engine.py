@@ -1,0 +1,195 @@
+"""What every simulated reseller shares: the knobs, the task table and the counters.
+
+Tasks progress with time rather than with a worker: a task is queued for ``queue_s`` after its
+creation, processing until ``complete_after_s``, then final. The timings and the outcome are
+fixed when the task is created, so changing the knobs later never rewrites a task's history.
+
+Three prompt markers let one set of knobs serve many tests:
+
+- ``[sandbox:fail]``: the task ends failed with :data:`FAILURE_MESSAGE`;
+- ``[sandbox:content]``: the create call is refused as a content refusal;
+- ``[sandbox:slow]``: the task never completes (it stays processing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CreateFault = Literal[
+    "none",
+    "http_500",
+    "html_502",
+    "http_503",
+    "http_429",
+    "http_402",
+    "http_401",
+    "http_403",
+    "http_400",
+    "content",
+    "hang",
+    "drop",
+]
+StatusFault = Literal["none", "http_500", "hang"]
+Outcome = Literal["completed", "failed"]
+
+FAIL_MARKER = "[sandbox:fail]"
+CONTENT_MARKER = "[sandbox:content]"
+SLOW_MARKER = "[sandbox:slow]"
+FAILURE_MESSAGE = "generation failed: internal render error"
+
+# Faults answered before the key is even looked at, as an overloaded edge or gateway would.
+EDGE_FAULTS: frozenset[CreateFault] = frozenset({"http_500", "html_502", "http_503", "http_429"})
+# Faults answered after authentication, about the account or the request.
+ACCOUNT_FAULTS: frozenset[CreateFault] = frozenset({"http_400", "http_401", "http_402", "http_403"})
+
+
+class Knobs(BaseModel):
+    """How a simulated reseller behaves. The defaults make a healthy, fast reseller."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: float = Field(default=0, ge=0, description="Added delay on every create/status.")
+    create_fault: CreateFault = "none"
+    hang_s: float = Field(default=60, ge=0, description="How long `hang` waits before answering.")
+    retry_after: str | None = Field(default="2", description="Retry-After header of a 429.")
+    queue_s: float = Field(default=0.5, ge=0, description="Queued until this long after create.")
+    complete_after_s: float = Field(default=3.0, ge=0, description="Final this long after create.")
+    task_outcome: Outcome = "completed"
+    status_fault: StatusFault = "none"
+
+
+class Counters(BaseModel):
+    """What one simulated reseller has seen since its start or last reset."""
+
+    create_calls: int = 0
+    accepted_creates: int = 0
+    status_calls: int = 0
+
+
+class Stats(BaseModel):
+    """The answer of ``GET /_sandbox/stats``."""
+
+    reseller: str
+    counters: Counters
+    knobs: Knobs
+    tasks: int
+
+
+class Phase(StrEnum):
+    """Where a task is; each reseller maps these onto its own status words."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What was asked for, in canonical terms (``resolution`` is ``"768P"`` or ``"1080P"``)."""
+
+    model: str
+    prompt: str
+    duration: int
+    resolution: str
+
+
+@dataclass(frozen=True, slots=True)
+class SimTask:
+    """One accepted generation and the timeline it will follow."""
+
+    task_id: str
+    spec: TaskSpec
+    created_at: float
+    queue_s: float
+    complete_after_s: float | None  # None: never completes
+    outcome: Outcome
+
+    def phase(self, now: float) -> Phase:
+        elapsed = now - self.created_at
+        if elapsed < self.queue_s:
+            return Phase.QUEUED
+        if self.complete_after_s is None or elapsed < self.complete_after_s:
+            return Phase.PROCESSING
+        return Phase.COMPLETED if self.outcome == "completed" else Phase.FAILED
+
+    @property
+    def error(self) -> str:
+        return FAILURE_MESSAGE
+
+
+class SandboxState:
+    """The mutable state of one simulated reseller, shared by its handlers.
+
+    ``reset`` returns the knobs to the ones the reseller was started with, which are
+    ``Knobs()`` unless the caller chose others.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        api_key: str,
+        knobs: Knobs | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.name = name
+        self.api_key = api_key
+        self.initial_knobs = knobs or Knobs()
+        self.knobs = self.initial_knobs
+        self.counters = Counters()
+        self.tasks: dict[str, SimTask] = {}
+        self.stopping = asyncio.Event()
+        self._clock = clock or time.monotonic
+
+    def now(self) -> float:
+        return self._clock()
+
+    def reset(self) -> None:
+        self.knobs = self.initial_knobs
+        self.counters = Counters()
+        self.tasks.clear()
+
+    def update_knobs(self, patch: dict[str, object]) -> Knobs:
+        """Apply a partial update; raises ``pydantic.ValidationError`` and changes nothing."""
+        self.knobs = Knobs.model_validate({**self.knobs.model_dump(), **patch})
+        return self.knobs
+
+    async def delay(self) -> None:
+        """The ``latency_ms`` every create and status answer waits."""
+        if self.knobs.latency_ms > 0:
+            await asyncio.sleep(self.knobs.latency_ms / 1000)
+
+    def refuses_content(self, prompt: str) -> bool:
+        return self.knobs.create_fault == "content" or CONTENT_MARKER in prompt
+
+    def accept(self, task_id: str, spec: TaskSpec) -> SimTask:
+        """Record an accepted create; its timeline comes from the knobs and prompt markers."""
+        knobs = self.knobs
+        never = SLOW_MARKER in spec.prompt
+        failed = knobs.task_outcome == "failed" or FAIL_MARKER in spec.prompt
+        task = SimTask(
+            task_id=task_id,
+            spec=spec,
+            created_at=self.now(),
+            queue_s=knobs.queue_s,
+            complete_after_s=None if never else max(knobs.complete_after_s, knobs.queue_s),
+            outcome="failed" if failed else "completed",
+        )
+        self.tasks[task_id] = task
+        self.counters.accepted_creates += 1
+        return task
+
+    def stats(self) -> Stats:
+        return Stats(
+            reseller=self.name,
+            counters=self.counters.model_copy(),
+            knobs=self.knobs,
+            tasks=len(self.tasks),
+        )

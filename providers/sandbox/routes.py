@@ -1,0 +1,109 @@
+"""What every simulated reseller serves besides its own API, and the app factory around it.
+
+- ``/_sandbox/*``: the control endpoints (no auth) that tests, the demo and benchmarks use to
+  read counters and turn knobs;
+- ``/files/{name}``: a tiny fake MP4 behind the video URLs the resellers hand out.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from litestar import Litestar, Request, Response, Router, get, post, put
+from litestar.di import NamedDependency, Provide
+from litestar.enums import MediaType
+from litestar.handlers import BaseRouteHandler
+from litestar.params import FromPath
+from litestar.types import Scope
+from pydantic import ValidationError
+
+from providers.sandbox.engine import SandboxState, Stats
+
+logger = logging.getLogger(__name__)
+
+# An ``ftyp`` box: enough for a client that sniffs the first bytes of a video.
+FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+
+
+def create_sandbox_app(state: SandboxState, route_handlers: Sequence[BaseRouteHandler]) -> Litestar:
+    """A Litestar app serving one reseller's ``route_handlers`` plus the shared routes.
+
+    Handlers receive the reseller's :class:`SandboxState` as the ``sandbox`` dependency.
+    """
+    return Litestar(
+        route_handlers=[*route_handlers, _control_router(), fake_video],
+        dependencies={"sandbox": Provide(lambda: state, use_cache=True, sync_to_thread=False)},
+        openapi_config=None,
+        # The sandbox runs inside other processes (the demo, pytest): leave their logging alone.
+        logging_config=None,
+        after_exception=[_log_exception],
+    )
+
+
+def video_url(request: Request[Any, Any, Any], task_id: str) -> str:
+    """Where a finished task's video lives, on the host the client used to reach us."""
+    return f"{str(request.base_url).rstrip('/')}/files/{task_id}.mp4"
+
+
+def bearer_matches(request: Request[Any, Any, Any], api_key: str) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), api_key)
+
+
+def parse_json_object(raw: bytes) -> dict[str, object] | None:
+    """The body as a JSON object, or None when it is not one."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _control_router() -> Router:
+    return Router(path="/_sandbox", route_handlers=[stats, update_knobs, reset, health])
+
+
+@get("/stats", sync_to_thread=False)
+def stats(sandbox: NamedDependency[SandboxState]) -> Stats:
+    return sandbox.stats()
+
+
+@put("/knobs", status_code=200)
+async def update_knobs(
+    request: Request[Any, Any, Any], sandbox: NamedDependency[SandboxState]
+) -> Response[Any]:
+    patch = parse_json_object(await request.body())
+    if patch is None:
+        return Response({"detail": "the body must be a JSON object of knobs"}, status_code=400)
+    try:
+        knobs = sandbox.update_knobs(patch)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        return Response({"detail": "invalid knobs", "errors": errors}, status_code=400)
+    return Response(knobs.model_dump(), status_code=200)
+
+
+@post("/reset", status_code=200, sync_to_thread=False)
+def reset(sandbox: NamedDependency[SandboxState]) -> Stats:
+    sandbox.reset()
+    return sandbox.stats()
+
+
+@get("/health", sync_to_thread=False)
+def health(sandbox: NamedDependency[SandboxState]) -> dict[str, str]:
+    return {"status": "ok", "reseller": sandbox.name}
+
+
+@get("/files/{name:str}", sync_to_thread=False)
+def fake_video(name: FromPath[str]) -> Response[bytes]:
+    if not name.endswith(".mp4"):
+        return Response(b"not found", status_code=404, media_type=MediaType.TEXT)
+    return Response(FAKE_MP4, media_type="video/mp4")
+
+
+def _log_exception(exc: Exception, scope: Scope) -> None:
+    logger.error("sandbox handler failed on %s", scope.get("path"), exc_info=exc)

@@ -1,0 +1,117 @@
+"""Run ``python -m providers.sandbox`` as a subprocess and drive it, for integration and e2e
+tests."""
+
+from __future__ import annotations
+
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNAPI_KEY = "test-runapi-key"
+APIINONE_KEY = "test-apiinone-key"
+IMAGE = "https://example.com/first-frame.png"
+RUNAPI_CREATE = "/api/v1/hailuo/image_to_video"
+AIO_CREATE = "/api/v1/videos/generations"
+FAST = {"queue_s": 0.2, "complete_after_s": 0.5}
+
+
+@dataclass(frozen=True)
+class Running:
+    """A sandbox subprocess and the base URLs it announced."""
+
+    process: subprocess.Popen[str]
+    runapi_url: str
+    apiinone_url: str
+
+
+def start_sandbox(*extra: str) -> Running:
+    """``python -m providers.sandbox`` on free ports, once it has printed its READY line."""
+    command = [
+        sys.executable,
+        "-m",
+        "providers.sandbox",
+        "--runapi-port=0",
+        "--apiinone-port=0",
+        f"--runapi-key={RUNAPI_KEY}",
+        f"--apiinone-key={APIINONE_KEY}",
+        *extra,
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 15)
+    line = process.stdout.readline() if ready else ""
+    if not line.startswith("SANDBOX READY "):
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        raise RuntimeError(f"no READY line from the sandbox, got {line!r}")
+    urls = dict(part.split("=", 1) for part in line.split()[2:])
+    return Running(process, urls["runapi"], urls["apiinone"])
+
+
+def stop_sandbox(running: Running) -> int:
+    """SIGTERM, then the exit status (0 for a clean stop)."""
+    running.process.send_signal(signal.SIGTERM)
+    try:
+        return running.process.wait(timeout=10)
+    finally:
+        if running.process.stdout is not None:
+            running.process.stdout.close()
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def runapi_body(**fields: Any) -> dict[str, Any]:
+    body = {
+        "model": "hailuo-2.3-image-to-video-standard",
+        "prompt": "a red fox in snow",
+        "first_frame_image_url": IMAGE,
+        "duration_seconds": 6,
+        "output_resolution": "768p",
+    }
+    return {k: v for k, v in {**body, **fields}.items() if v is not None}
+
+
+def aio_body(**fields: Any) -> dict[str, Any]:
+    body = {
+        "model": "hailuo/2-3-image-to-video-standard",
+        "prompt": "a red fox in snow",
+        "image": IMAGE,
+        "duration": "6",
+        "resolution": "768P",
+    }
+    return {k: v for k, v in {**body, **fields}.items() if v is not None}
+
+
+def set_knobs(client: httpx.Client, **knobs: Any) -> None:
+    client.put("/_sandbox/knobs", json=knobs).raise_for_status()
+
+
+def counters(client: httpx.Client) -> dict[str, int]:
+    stats: dict[str, Any] = client.get("/_sandbox/stats").json()
+    return dict(stats["counters"])
+
+
+def poll_statuses(client: httpx.Client, path: str, timeout_s: float = 3.0) -> list[Any]:
+    """Every status answer body until a final one (or the timeout)."""
+    seen: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = client.get(path)
+        assert answer.status_code == 200, answer.text
+        seen.append(answer.json())
+        status = str(answer.json().get("status") or answer.json()["data"]["status"]).lower()
+        if status in ("completed", "failed"):
+            break
+        time.sleep(0.05)
+    return seen
