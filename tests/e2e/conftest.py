@@ -1,0 +1,199 @@
+"""Real processes: ``python -m providers.sandbox``, ``python -m gateway serve`` and the
+suite's redis-server, talking over loopback sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.sandbox_process import APIINONE_KEY, RUNAPI_KEY, Running, start_sandbox, stop_sandbox
+
+CLIENT_KEY = "e2e-client-key-for-tests"
+OTHER_KEY = "e2e-other-client-key"
+WEBHOOK_SECRET = "whsec_ZTJlLXdlYmhvb2stc2VjcmV0LWZvci10ZXN0cw=="
+ENV = {
+    "GATEWAY_KEY_DEMO": CLIENT_KEY,
+    "GATEWAY_KEY_OTHER": OTHER_KEY,
+    "RUNAPI_API_KEY": RUNAPI_KEY,
+    "APIINONE_API_KEY": APIINONE_KEY,
+    "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET,
+}
+SECRETS = (CLIENT_KEY, OTHER_KEY, RUNAPI_KEY, APIINONE_KEY, WEBHOOK_SECRET)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _base_env() -> dict[str, str]:
+    # The child sees no GATEWAY_* from the developer's shell, only what the test gives it.
+    return {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+
+
+@dataclass
+class Sandbox:
+    running: Running
+
+    @property
+    def runapi(self) -> str:
+        return self.running.runapi_url
+
+    @property
+    def apiinone(self) -> str:
+        return self.running.apiinone_url
+
+    def stats(self, which: str) -> dict[str, Any]:
+        url = self.runapi if which == "runapi" else self.apiinone
+        counters: dict[str, Any] = httpx.get(f"{url}/_sandbox/stats").json()["counters"]
+        return counters
+
+    def knobs(self, which: str, **knobs: Any) -> None:
+        url = self.runapi if which == "runapi" else self.apiinone
+        httpx.put(f"{url}/_sandbox/knobs", json=knobs).raise_for_status()
+
+    def reset(self) -> None:
+        for url in (self.runapi, self.apiinone):
+            httpx.post(f"{url}/_sandbox/reset").raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def sandbox_process() -> Iterator[Sandbox]:
+    running = start_sandbox("--queue-s=0.2", "--complete-after-s=1.0")
+    yield Sandbox(running)
+    stop_sandbox(running)
+
+
+@pytest.fixture
+def sandbox(sandbox_process: Sandbox) -> Sandbox:
+    sandbox_process.reset()
+    return sandbox_process
+
+
+def gateway_config(
+    sandbox: Sandbox, redis_url: str | None, data_dir: Path, **overrides: Any
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "server": {"host": "127.0.0.1"},
+        "redis": {"url": redis_url, "data_dir": str(data_dir)},
+        "auth": {
+            "keys": [
+                {"name": "demo", "key_env": "GATEWAY_KEY_DEMO"},
+                {"name": "other", "key_env": "GATEWAY_KEY_OTHER"},
+            ]
+        },
+        "status": {"poll_interval_s": 1},
+        "log": {"level": "DEBUG"},
+        "providers": {
+            "runapi": {
+                "kind": "runapi",
+                "base_url": sandbox.runapi,
+                "api_key_env": "RUNAPI_API_KEY",
+                "timeout_s": 1.5,
+                "prices_usd": {
+                    "standard": {"6s_768P": 0.30, "10s_768P": 0.50, "6s_1080P": 0.50},
+                    "pro": {"6s_768P": 0.45, "10s_768P": 0.90, "6s_1080P": 0.80},
+                },
+            },
+            "apiinone": {
+                "kind": "apiinone",
+                "base_url": sandbox.apiinone,
+                "api_key_env": "APIINONE_API_KEY",
+                "timeout_s": 1.5,
+                "prices_usd": {
+                    "standard": {"6s_768P": 0.32, "10s_768P": 0.45, "6s_1080P": 0.45},
+                    "pro": {"6s_768P": 0.45, "10s_768P": 0.85, "6s_1080P": 0.85},
+                },
+            },
+        },
+    }
+    for section, values in overrides.items():
+        config[section] = {**config.get(section, {}), **values}
+    return config
+
+
+class Gateway:
+    """One ``python -m gateway serve`` process; its stderr (the logs) goes to ``log_path``."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "gw") -> None:
+        self.workdir = workdir
+        self.config_path = workdir / f"{name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / f"{name}.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> Gateway:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
+             "--port", str(self.port)],
+            stdout=log,
+            stderr=log,
+            env={**_base_env(), **ENV},
+            cwd=self.workdir,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gateway exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"gateway did not start: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def client(self, key: str = CLIENT_KEY) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def gateways(tmp_path: Path) -> Iterator[list[Gateway]]:
+    """Every gateway a test starts is registered here and stopped at its end."""
+    started: list[Gateway] = []
+    yield started
+    for gateway in started:
+        gateway.stop()
+
+
+def wait_final(client: httpx.Client, task_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        task: dict[str, Any] = client.get(f"/v1/videos/{task_id}").json()
+        if task["status"] in ("completed", "failed"):
+            return task
+        assert time.monotonic() < deadline, f"task still {task['status']}"
+        time.sleep(0.25)
