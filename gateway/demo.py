@@ -106,4 +106,7 @@ async def _run(config_path: Path, host: str, port: int, environ: Mapping[str, st
 
 
 def run_demo(*, config_path: Path, host: str, port: int, environ: Mapping[str, str]) -> int:
-    return asyncio.run(_run(config_path, host, port, environ))
+    try:
+        return asyncio.run(_run(config_path, host, port, environ))
+    except KeyboardInterrupt:  # Ctrl-C is how a demo ends; everything was stopped on the way out
+        return 0
