@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from gateway.auth import current_client, require_client
+from gateway.catalogue import ProviderCatalogue
 from gateway.errors import PROBLEM_JSON
 from gateway.health import Readiness
-from gateway.schemas import CreateVideoRequest, Problem, Task
+from gateway.idempotency import HEADER, check_key
+from gateway.schemas import CreateVideoRequest, Problem, ProviderList, Task
 from gateway.service import VideoService
 
 
@@ -35,6 +37,7 @@ class VideoController(Controller):
             400: _problem("The body is not a JSON object"),
             401: _problem("No key or a wrong key"),
             422: _problem("invalid_request, unsupported or content_rejected"),
+            409: _problem("idempotency_key_in_use"),
             502: _problem("upstream_rejected or all_providers_failed"),
             503: _problem("store_unavailable or providers_unavailable"),
             504: _problem("upstream_outcome_unknown"),
@@ -45,8 +48,13 @@ class VideoController(Controller):
         data: JSONBody[CreateVideoRequest],
         client: NamedDependency[str],
         service: NamedDependency[VideoService],
-    ) -> Task:
-        return await service.create(client, data)
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(name=HEADER, required=False, description="1–255 printable chars"),
+        ] = None,
+    ) -> Response[Task]:
+        outcome = await service.create(client, data, check_key(idempotency_key))
+        return Response(outcome.task, status_code=200 if outcome.replayed else 202)
 
     @get(
         "/{task_id:str}",
@@ -60,6 +68,16 @@ class VideoController(Controller):
         service: NamedDependency[VideoService],
     ) -> Task:
         return await service.get(client, task_id)
+
+
+class ProviderController(Controller):
+    path = "/v1/providers"
+    tags = ["providers"]
+    guards = [require_client]
+
+    @get("/", summary="The configured providers, their circuits, health and prices")
+    async def list_providers(self, catalogue: NamedDependency[ProviderCatalogue]) -> ProviderList:
+        return await catalogue.list()
 
 
 @get("/healthz", tags=["health"], summary="The process is up")

@@ -18,15 +18,17 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from gateway import __version__
-from gateway.api import VideoController, healthz, readyz
+from gateway.api import ProviderController, VideoController, healthz, readyz
 from gateway.auth import ClientKeys
+from gateway.catalogue import ProviderCatalogue
 from gateway.config import Secrets, Settings
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
-from gateway.health import Readiness
+from gateway.health import Health, Readiness
+from gateway.idempotency import IdempotentCreates
 from gateway.router import Route, Router
 from gateway.service import VideoService
-from gateway.store import TaskStore, connect
+from gateway.store import IdempotencyStore, TaskStore, connect
 from providers.base import ProviderSettings
 from providers.registry import build_provider
 
@@ -37,6 +39,16 @@ logger = logging.getLogger(__name__)
 class Resources:
     service: VideoService
     readiness: Readiness
+    catalogue: ProviderCatalogue
+
+
+def _longest_create_s(settings: Settings) -> float:
+    """An upper bound on how long one create can take: after that, an in-flight
+    idempotency key belongs to a request that died."""
+    per_call = max(
+        (p.connect_timeout_s + p.timeout_s for p in settings.providers.values()), default=33.0
+    )
+    return settings.routing.max_attempts * per_call + 30.0
 
 
 def build_routes(
@@ -80,10 +92,17 @@ def create_app(
         redis = connect(url)
         routes = build_routes(settings, secrets, transports)
         store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400))
-        router = Router(routes, settings.routing)
+        health = Health(redis, settings.routing.circuit, [r.name for r in routes])
+        router = Router(routes, settings.routing, health)
+        idempotent = IdempotentCreates(
+            IdempotencyStore(redis, ttl_s=settings.idempotency.ttl_s),
+            store,
+            stale_after_s=_longest_create_s(settings),
+        )
         app.state.resources = Resources(
-            service=VideoService(store, router, settings.status),
-            readiness=Readiness(store, router),
+            service=VideoService(store, router, health, idempotent, settings.status),
+            readiness=Readiness(store.ping, health, [r.name for r in routes]),
+            catalogue=ProviderCatalogue(settings, health),
         )
         try:
             yield
@@ -102,13 +121,18 @@ def create_app(
         resources: Resources = state.resources
         return resources.readiness
 
+    def catalogue(state: State) -> ProviderCatalogue:
+        resources: Resources = state.resources
+        return resources.catalogue
+
     return Litestar(
-        route_handlers=[VideoController, healthz, readyz],
+        route_handlers=[VideoController, ProviderController, healthz, readyz],
         lifespan=[lifespan],
         state=State({"client_keys": ClientKeys(secrets.client_keys)}),
         dependencies={
             "service": Provide(service, sync_to_thread=False),
             "readiness": Provide(readiness, sync_to_thread=False),
+            "catalogue": Provide(catalogue, sync_to_thread=False),
         },
         exception_handlers=exception_handlers(),
         openapi_config=OpenAPIConfig(

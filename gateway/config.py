@@ -76,6 +76,8 @@ class AuthSettings(_Section):
 class CircuitSettings(_Section):
     failures_to_open: int = Field(5, ge=1)
     cooldown_s: float = Field(30.0, gt=0)
+    account_cooldown_s: float = Field(300.0, gt=0)
+    """How long a 401/402/403 (our key or credits) keeps a provider out: an operator must act."""
 
 
 class RoutingSettings(_Section):
@@ -93,6 +95,11 @@ class StatusSettings(_Section):
 
 class WebhookSettings(_Section):
     secret_env: EnvVarName | None = "GATEWAY_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+
+
+class IdempotencySettings(_Section):
+    ttl_s: int = Field(86400, ge=60)
+    """How long an ``Idempotency-Key`` is remembered (default 24 h)."""
 
 
 class LogSettings(_Section):
@@ -176,6 +183,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     status: StatusSettings = StatusSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
     log: LogSettings = LogSettings()
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
 

@@ -7,20 +7,23 @@ class says the upstream did not take the task may be tried elsewhere; anything e
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.config import ProviderConfig, RoutingSettings
 from gateway.errors import (
     AllProvidersFailed,
     ContentRejected,
     InvalidRequest,
+    ProvidersUnavailable,
     Unsupported,
     UpstreamOutcomeUnknown,
     UpstreamRejected,
 )
+from gateway.health import Circuit, Health, ProviderHealth
 from gateway.schemas import Attempt, RoutingOverrides
 from gateway.strategies import STRATEGIES, Candidate
 from providers import errors as perr
@@ -56,11 +59,13 @@ class Router:
         self,
         routes: Sequence[Route],
         settings: RoutingSettings,
+        health: Health,
         *,
         rng: random.Random | None = None,
     ) -> None:
         self._routes = {r.name: r for r in routes}
         self._settings = settings
+        self._health = health
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not security
 
     @property
@@ -76,8 +81,29 @@ class Router:
             m for r in self._routes.values() if r.config.enabled for m in r.config.served_models
         }
 
-    def plan(self, job: VideoJob, overrides: RoutingOverrides | None) -> list[Candidate]:
-        """The eligible candidates, best first. Refuses before any upstream call."""
+    async def plan(self, job: VideoJob, overrides: RoutingOverrides | None) -> list[Candidate]:
+        """The eligible candidates, best first. Refuses before any upstream call:
+        ``unsupported`` when no configured provider serves the request, ``providers_unavailable``
+        when every one that does has an open circuit."""
+        eligible = self._eligible(job, overrides)
+        snapshot = await self._health.snapshot()
+        now = self._health.now()
+        usable = [
+            _with_health(c, snapshot.get(c.name))
+            for c in eligible
+            if c.name not in snapshot or snapshot[c.name].circuit(now) is not Circuit.OPEN
+        ]
+        if not usable:
+            wait = min(snapshot[c.name].open_until for c in eligible) - now
+            raise ProvidersUnavailable(
+                f"every eligible provider is cooling down ({', '.join(c.name for c in eligible)})",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        allow = overrides.providers if overrides and overrides.providers else None
+        strategy = (overrides.strategy if overrides else None) or self._settings.strategy
+        return STRATEGIES[strategy](usable, allow, self._rng)
+
+    def _eligible(self, job: VideoJob, overrides: RoutingOverrides | None) -> list[Candidate]:
         if job.model not in self.served_models():
             served = ", ".join(sorted(self.served_models()))
             raise InvalidRequest.field(
@@ -113,8 +139,7 @@ class Router:
             )
         if not candidates:
             raise Unsupported(self._why_unsupported(job, allow, max_price))
-        strategy = (overrides.strategy if overrides else None) or self._settings.strategy
-        return STRATEGIES[strategy](candidates, allow, self._rng)
+        return candidates
 
     def _why_unsupported(
         self, job: VideoJob, allow: Sequence[str] | None, max_price: float | None
@@ -136,12 +161,16 @@ class Router:
         unanswered request, when ``failover_on_timeout`` allows it).
         """
         attempts: list[Attempt] = []
-        for candidate in candidates[: self._settings.max_attempts]:
+        for candidate in candidates:
+            if len(attempts) >= self._settings.max_attempts:
+                break
+            route = self._routes[candidate.name]
+            if not await self._health.acquire(candidate.name, lease_s=_lease_s(route)):
+                continue  # half-open, and another request is the one let through
             await before_attempt(candidate, attempts)
-            adapter = self._routes[candidate.name].adapter
             started = time.perf_counter()
             try:
-                submitted = await adapter.create(job)
+                submitted = await route.adapter.create(job)
             except perr.ProviderError as exc:
                 attempts.append(_attempt(candidate.name, exc.outcome, started, exc.message))
                 logger.warning(
@@ -149,10 +178,17 @@ class Router:
                     extra={"provider": candidate.name, "outcome": exc.outcome,
                            "http_status": exc.http_status},
                 )  # fmt: skip
+                await self._health.record(candidate.name, exc)
                 self._stop_unless_safe(exc, attempts)
                 continue
-            attempts.append(_attempt(candidate.name, "accepted", started, None))
+            accepted = _attempt(candidate.name, "accepted", started, None)
+            attempts.append(accepted)
+            await self._health.record(candidate.name, None, latency_ms=accepted.latency_ms)
             return Placement(candidate=candidate, submitted=submitted, attempts=attempts)
+        if not attempts:
+            raise ProvidersUnavailable(
+                "every eligible provider is cooling down", headers={"Retry-After": "1"}
+            )
         raise AllProvidersFailed(f"{len(attempts)} attempt(s), none accepted", attempts=attempts)
 
     def _stop_unless_safe(self, exc: perr.ProviderError, attempts: list[Attempt]) -> None:
@@ -172,6 +208,21 @@ class Router:
             )
         if not exc.failover:
             raise AllProvidersFailed(exc.message, attempts=attempts)
+
+
+def _with_health(candidate: Candidate, health: ProviderHealth | None) -> Candidate:
+    if health is None:
+        return candidate
+    return replace(
+        candidate,
+        success_rate=health.success_rate if health.success_rate is not None else 1.0,
+        latency_ms=health.latency_p50_ms,
+    )
+
+
+def _lease_s(route: Route) -> float:
+    """How long a half-open trial call holds its lease: as long as the call can take."""
+    return route.config.connect_timeout_s + route.config.timeout_s + 5.0
 
 
 def _attempt(provider: str, outcome: str, started: float, message: str | None) -> Attempt:

@@ -184,3 +184,26 @@ class Problem(BaseModel):
     code: str
     errors: list[FieldError] | None = None
     attempts: list[Attempt] | None = None
+
+
+class LatencyMs(BaseModel):
+    p50: float | None
+    p99: float | None
+
+
+class ProviderInfo(BaseModel):
+    """One entry of ``GET /v1/providers``."""
+
+    name: str
+    kind: str
+    enabled: bool
+    circuit: Literal["closed", "open", "half_open"]
+    success_rate: float | None
+    """Share of good outcomes among the last 100 creates and finished tasks; None: no traffic."""
+    latency_ms: LatencyMs
+    """Create latency over the last 200 accepted creates."""
+    prices_usd: dict[str, dict[str, float]]
+
+
+class ProviderList(BaseModel):
+    data: list[ProviderInfo]

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from gateway.config import StatusSettings
 from gateway.errors import GatewayError, NotFound, StoreUnavailable
+from gateway.health import Health
+from gateway.idempotency import IdempotentCreates, Outcome
 from gateway.router import Router
 from gateway.schemas import Attempt, CreateVideoRequest, Task, TaskError
 from gateway.store import TaskRecord, TaskStore, now_s
@@ -30,13 +32,24 @@ SAVE_RETRIES = 3
 
 
 class VideoService:
-    def __init__(self, store: TaskStore, router: Router, status: StatusSettings) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        router: Router,
+        health: Health,
+        idempotent: IdempotentCreates,
+        status: StatusSettings,
+    ) -> None:
         self._store = store
         self._router = router
+        self._health = health
+        self._idempotent = idempotent
         self._status = status
         self._inflight: dict[str, asyncio.Future[TaskRecord]] = {}
 
-    async def create(self, client: str, request: CreateVideoRequest) -> Task:
+    async def create(
+        self, client: str, request: CreateVideoRequest, idempotency_key: str | None = None
+    ) -> Outcome:
         job = VideoJob(
             model=request.model,
             tier=request.tier,
@@ -45,19 +58,30 @@ class VideoService:
             duration=request.duration,
             resolution=request.resolution,
         )
-        candidates = self._router.plan(job, request.routing)
         record = TaskRecord.new(
             client, job, webhook_url=request.webhook_url, metadata=request.metadata
         )
+        if idempotency_key is None:
+            return Outcome(await self._create(record, request), replayed=False)
+        return await self._idempotent.run(
+            client, idempotency_key, request, record, lambda: self._create(record, request)
+        )
+
+    async def _create(self, record: TaskRecord, request: CreateVideoRequest) -> Task:
+        job = record.job
+        if job is None:
+            raise RuntimeError("a new task record carries its job")
+        candidates = await self._router.plan(job, request.routing)
         # The first pending attempt goes in with the task itself: one write before the upstream
         # call, and a refusal (store_unavailable) if Redis cannot take it.
         record.attempts = [Attempt(provider=candidates[0].name, outcome="pending")]
         await self._store.create(record)
 
         async def before_attempt(candidate: Candidate, done: Sequence[Attempt]) -> None:
-            if not done:
+            pending = Attempt(provider=candidate.name, outcome="pending")
+            if not done and record.attempts == [pending]:
                 return  # already written with the task
-            record.attempts = [*done, Attempt(provider=candidate.name, outcome="pending")]
+            record.attempts = [*done, pending]
             await self._store.save(record)
 
         try:
@@ -164,6 +188,10 @@ class VideoService:
             upstream = None
         if upstream is not None:
             self._apply(record, upstream)
+            if record.is_final and not _refused_content(record):
+                await self._health.record_task(
+                    record.provider or "", completed=record.status is TaskStatus.COMPLETED
+                )
         if not record.is_final and time.time() - record.created_at > self._status.deadline_s:
             record.finish(
                 TaskStatus.FAILED,
@@ -187,3 +215,8 @@ class VideoService:
         elif upstream.status != record.status:
             record.status = upstream.status
             record.updated_at = now_s()
+
+
+def _refused_content(record: TaskRecord) -> bool:
+    """A content refusal says nothing about the reseller's health."""
+    return record.error is not None and record.error.code == "content_rejected"

@@ -8,10 +8,12 @@ Any Redis failure leaves this module as :class:`gateway.errors.StoreUnavailable`
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
@@ -20,7 +22,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gateway.errors import StoreUnavailable
-from gateway.schemas import Attempt, Task, TaskError
+from gateway.schemas import Attempt, Problem, Task, TaskError
 from providers.base import TaskStatus, VideoJob
 
 KEY_PREFIX = "gw"
@@ -126,7 +128,8 @@ def connect(url: str) -> Redis:
 
 
 @asynccontextmanager
-async def _translated() -> AsyncIterator[None]:
+async def translated() -> AsyncIterator[None]:
+    """Redis failures leave as StoreUnavailable."""
     try:
         yield
     except RedisError as exc:
@@ -145,12 +148,12 @@ class TaskStore:
         return f"{KEY_PREFIX}:task:{task_id}"
 
     async def ping(self) -> None:
-        async with _translated():
+        async with translated():
             await self._redis.ping()
 
     async def create(self, record: TaskRecord) -> None:
         """Write a new task; refuses (StoreUnavailable) when Redis cannot take it."""
-        async with _translated():
+        async with translated():
             created = await self._redis.set(
                 self.task_key(record.id), record.model_dump_json(), ex=self._ttl_s, nx=True
             )
@@ -160,11 +163,11 @@ class TaskStore:
 
     async def save(self, record: TaskRecord) -> None:
         """Overwrite an existing task, keeping its TTL."""
-        async with _translated():
+        async with translated():
             await self._redis.set(self.task_key(record.id), record.model_dump_json(), keepttl=True)
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        async with _translated():
+        async with translated():
             raw = await self._redis.get(self.task_key(task_id))
         if raw is None:
             return None
@@ -172,3 +175,54 @@ class TaskStore:
             return TaskRecord.model_validate_json(raw)
         except ValidationError as exc:
             raise RuntimeError(f"unreadable task record {task_id}") from exc
+
+
+class IdempotencyRecord(BaseModel):
+    """What an ``Idempotency-Key`` is bound to: one request body and the task it created."""
+
+    state: Literal["in_flight", "done", "outcome_unknown"]
+    fingerprint: str
+    task_id: str
+    started_at: float
+    problem: Problem | None = None
+    """The ``504`` answered for an ``outcome_unknown`` create, replayed as it was."""
+
+
+class IdempotencyStore:
+    """``Idempotency-Key`` records, scoped to the client; ``SET NX`` makes the claim atomic
+    across instances."""
+
+    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+
+    @staticmethod
+    def key(client: str, idempotency_key: str) -> str:
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        return f"{KEY_PREFIX}:idem:{client}:{digest}"
+
+    async def claim(
+        self, client: str, idempotency_key: str, record: IdempotencyRecord
+    ) -> IdempotencyRecord | None:
+        """Bind the key to ``record``; returns None when this caller won it, else the record
+        already there."""
+        key = self.key(client, idempotency_key)
+        for _ in range(3):  # the existing record may expire between SET NX and GET
+            async with translated():
+                if await self._redis.set(key, record.model_dump_json(), nx=True, ex=self._ttl_s):
+                    return None
+                raw = await self._redis.get(key)
+            if raw is not None:
+                return IdempotencyRecord.model_validate_json(raw)
+        raise StoreUnavailable("idempotency record kept changing")
+
+    async def settle(self, client: str, idempotency_key: str, record: IdempotencyRecord) -> None:
+        async with translated():
+            await self._redis.set(
+                self.key(client, idempotency_key), record.model_dump_json(), keepttl=True, xx=True
+            )
+
+    async def release(self, client: str, idempotency_key: str) -> None:
+        """Forget the key: the request ended in an error a retry may safely repeat."""
+        async with translated():
+            await self._redis.delete(self.key(client, idempotency_key))

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import yaml
 
 from tests.sandbox_process import APIINONE_KEY, RUNAPI_KEY, Running, start_sandbox, stop_sandbox
@@ -197,3 +198,11 @@ def wait_final(client: httpx.Client, task_id: str, timeout_s: float = 10.0) -> d
             return task
         assert time.monotonic() < deadline, f"task still {task['status']}"
         time.sleep(0.25)
+
+
+@pytest.fixture(autouse=True)
+def clean_redis(redis_url: str) -> None:
+    """Each test starts with no tasks, circuits or idempotency records from another."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
