@@ -8,7 +8,8 @@ video URL from several known places (:data:`VIDEO_URL_PATHS`), an unknown shape 
 keys and kept in progress.
 
 The translation is pure: :func:`to_wire`, :func:`parse_submitted`, :func:`parse_status`,
-:func:`parse_error`. :class:`APIInOneProvider` adds the HTTP calls.
+:func:`parse_error`. :class:`APIInOneProvider` adds the HTTP calls, and trusts
+:func:`envelope_failure` over the HTTP status to tell a failed answer.
 """
 
 from __future__ import annotations
@@ -20,20 +21,14 @@ from urllib.parse import quote
 import httpx
 
 from providers.base import (
-    ProviderSettings,
     Submitted,
     TaskStatus,
     Tier,
     UpstreamStatus,
     VideoJob,
 )
-from providers.errors import (
-    OutcomeUnknown,
-    ProviderError,
-    RequestRejected,
-    mentions_content_refusal,
-)
-from providers.http import build_client, describe_shape, error_for_status, json_body, send
+from providers.errors import RequestRejected, mentions_content_refusal
+from providers.http import HTTPAdapter, describe_shape
 
 logger = logging.getLogger(__name__)
 
@@ -180,74 +175,29 @@ def parse_error(body: object) -> tuple[str | None, str | None]:
     return message or None, upstream_code
 
 
-class APIInOneProvider:
+class APIInOneProvider(HTTPAdapter):
     """One API in One account."""
 
     kind: ClassVar[str] = "apiinone"
     models: ClassVar[tuple[str, ...]] = ("hailuo-2.3",)
     text_to_video: ClassVar[bool] = False
 
-    def __init__(
-        self, settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        self._settings = settings
-        self._client = build_client(settings, transport)
-
-    @property
-    def name(self) -> str:
-        return self._settings.name
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, base_url={self._settings.base_url!r})"
-
     async def create(self, job: VideoJob) -> Submitted:
         if job.image is None:
             raise RequestRejected(
                 self.name, "Hailuo 2.3 text-to-video is not offered by API in One"
             )
-        response = await send(self._client, self.name, "POST", CREATE_PATH, json=to_wire(job))
-        body = self._checked_body(response)
-        try:
-            return parse_submitted(body)
-        except ValueError as exc:
-            # A 2xx means the task may well exist: never let routing try elsewhere.
-            raise OutcomeUnknown(
-                self.name,
-                f"HTTP {response.status_code} create answer without a task id "
-                f"(shape {describe_shape(body)})",
-                http_status=response.status_code,
-            ) from exc
+        return await self._submit(CREATE_PATH, to_wire(job), parse_submitted)
 
     async def status(self, upstream_id: str) -> UpstreamStatus:
         path = STATUS_PATH.format(task_id=quote(upstream_id, safe=""))
-        response = await send(self._client, self.name, "GET", path)
-        body = self._checked_body(response)
-        try:
-            return parse_status(body)
-        except ValueError as exc:
-            raise OutcomeUnknown(
-                self.name,
-                f"HTTP {response.status_code} status answer without a status "
-                f"(shape {describe_shape(body)})",
-                http_status=response.status_code,
-            ) from exc
+        return await self._poll(path, parse_status)
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    def _failed_status(self, response: httpx.Response, body: object) -> int | None:
+        return envelope_failure(response.status_code, body)
 
-    def _checked_body(self, response: httpx.Response) -> object:
-        """The JSON body of a successful answer; raises the mapped error for a failed one."""
-        body = json_body(response)
-        failed = envelope_failure(response.status_code, body)
-        if failed is None:
-            return body
-        message, code = parse_error(body)
-        raise self._error(response, message, code, failed)
-
-    def _error(
-        self, response: httpx.Response, message: str | None, code: str | None, status: int
-    ) -> ProviderError:
-        return error_for_status(self.name, response, message=message, code=code, http_status=status)
+    def _parse_error(self, body: object) -> tuple[str | None, str | None]:
+        return parse_error(body)
 
 
 def _envelope_code(body: object) -> int | None:

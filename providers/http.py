@@ -2,17 +2,20 @@
 
 The mapping follows one rule: a failure *before the request was sent* proves the upstream
 created nothing (:class:`Unreachable`); a failure *after* leaves the outcome unknown.
+:class:`HTTPAdapter` holds what every reseller's adapter does the same way around that.
 """
 
 from __future__ import annotations
 
 import email.utils
 import time
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
-from providers.base import ProviderSettings
+from providers.base import ProviderSettings, Submitted, UpstreamStatus, VideoJob
 from providers.errors import (
     AccountError,
     ContentRejected,
@@ -27,6 +30,8 @@ from providers.errors import (
 )
 
 USER_AGENT = "hailuo-gateway/0.1"
+
+T = TypeVar("T")
 
 
 def build_client(
@@ -151,6 +156,98 @@ def error_for_status(
     if status >= 500:
         return UpstreamServerError(provider, text, **kwargs)
     return OutcomeUnknown(provider, f"unexpected answer {status}: {text}", **kwargs)
+
+
+class HTTPAdapter(ABC):
+    """The scaffolding of one reseller account spoken to over HTTP.
+
+    It owns the account's client and turns each answer into either a parsed result or a
+    :class:`ProviderError`. A subclass keeps its reseller's paths and pure translation, writes
+    ``create`` and ``status`` with :meth:`_submit` and :meth:`_poll` (any other request with
+    :meth:`_call`), and says how to read a failure body in :meth:`_parse_error` (and, when the
+    body can report a failure, :meth:`_failed_status`).
+    """
+
+    kind: ClassVar[str]
+    models: ClassVar[tuple[str, ...]]
+    text_to_video: ClassVar[bool]
+
+    def __init__(
+        self, settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._settings = settings
+        self._client = build_client(settings, transport)
+
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self._settings.base_url!r})"
+
+    @abstractmethod
+    async def create(self, job: VideoJob) -> Submitted:
+        """Submit a paid generation. Raises a ProviderError subclass on any failure."""
+
+    @abstractmethod
+    async def status(self, upstream_id: str) -> UpstreamStatus:
+        """Read a task's status (free). Raises a ProviderError subclass on any failure."""
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _submit(
+        self, path: str, wire: dict[str, object], parse: Callable[[object], Submitted]
+    ) -> Submitted:
+        """POST a create body; a 2xx answer ``parse`` finds no task id in is OutcomeUnknown."""
+        return await self._call(
+            "POST", path, parse, json=wire, unreadable="create answer without a task id"
+        )
+
+    async def _poll(self, path: str, parse: Callable[[object], UpstreamStatus]) -> UpstreamStatus:
+        """GET a task's status; a 2xx answer ``parse`` finds no status in is OutcomeUnknown."""
+        return await self._call("GET", path, parse, unreadable="status answer without a status")
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[object], T],
+        *,
+        unreadable: str,
+        json: dict[str, object] | None = None,
+    ) -> T:
+        """Send one request and read a successful answer's JSON body with ``parse``.
+
+        A failed answer raises its mapped :class:`ProviderError`. A successful one that
+        ``parse`` refuses (any ValueError, pydantic's included) raises :class:`OutcomeUnknown`
+        described as ``unreadable``: after a 2xx the task may well exist, so routing must not
+        try elsewhere.
+        """
+        response = await send(self._client, self.name, method, path, json=json)
+        body = json_body(response)
+        failed = self._failed_status(response, body)
+        if failed is not None:
+            message, code = self._parse_error(body)
+            raise error_for_status(
+                self.name, response, message=message, code=code, http_status=failed
+            )
+        try:
+            return parse(body)
+        except ValueError as exc:
+            raise OutcomeUnknown(
+                self.name,
+                f"HTTP {response.status_code} {unreadable} (shape {describe_shape(body)})",
+                http_status=response.status_code,
+            ) from exc
+
+    def _failed_status(self, response: httpx.Response, body: object) -> int | None:
+        """The status a failed answer is mapped by, or None for a success: here, the HTTP one."""
+        return None if response.is_success else response.status_code
+
+    @abstractmethod
+    def _parse_error(self, body: object) -> tuple[str | None, str | None]:
+        """``(message, code)`` of a failed answer's JSON body (None when it is not JSON)."""
 
 
 def _bearer_token(response: httpx.Response) -> str | None:

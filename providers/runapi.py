@@ -6,7 +6,8 @@ names only (``first_frame_image_url``, integer ``duration_seconds``, lower-case
 
 The translation is pure: :func:`to_wire` builds the create body, :func:`parse_submitted`,
 :func:`parse_status` and :func:`parse_error` read the answers. :class:`RunAPIProvider` only adds
-the HTTP calls and maps failures onto the :mod:`providers.errors` tree.
+the HTTP calls; :class:`providers.http.HTTPAdapter` maps failures onto the
+:mod:`providers.errors` tree.
 """
 
 from __future__ import annotations
@@ -15,24 +16,17 @@ import logging
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from providers.base import (
-    ProviderSettings,
     Submitted,
     TaskStatus,
     Tier,
     UpstreamStatus,
     VideoJob,
 )
-from providers.errors import (
-    OutcomeUnknown,
-    ProviderError,
-    RequestRejected,
-    mentions_content_refusal,
-)
-from providers.http import build_client, describe_shape, error_for_status, json_body, send
+from providers.errors import RequestRejected, mentions_content_refusal
+from providers.http import HTTPAdapter, describe_shape
 
 logger = logging.getLogger(__name__)
 
@@ -162,66 +156,24 @@ def parse_error(body: object) -> tuple[str | None, str | None]:
     return message, code
 
 
-class RunAPIProvider:
+class RunAPIProvider(HTTPAdapter):
     """One RunAPI account."""
 
     kind: ClassVar[str] = "runapi"
     models: ClassVar[tuple[str, ...]] = ("hailuo-2.3",)
     text_to_video: ClassVar[bool] = False
 
-    def __init__(
-        self, settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        self._settings = settings
-        self._client = build_client(settings, transport)
-
-    @property
-    def name(self) -> str:
-        return self._settings.name
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, base_url={self._settings.base_url!r})"
-
     async def create(self, job: VideoJob) -> Submitted:
         if job.image is None:
             raise RequestRejected(self.name, "Hailuo 2.3 text-to-video is not offered by RunAPI")
-        response = await send(self._client, self.name, "POST", CREATE_PATH, json=to_wire(job))
-        if not response.is_success:
-            raise self._error(response)
-        body = json_body(response)
-        try:
-            return parse_submitted(body)
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            # A 2xx means the task may well exist: never let routing try elsewhere.
-            raise OutcomeUnknown(
-                self.name,
-                f"HTTP {response.status_code} create answer without a task id "
-                f"(shape {describe_shape(body)})",
-                http_status=response.status_code,
-            ) from exc
+        return await self._submit(CREATE_PATH, to_wire(job), parse_submitted)
 
     async def status(self, upstream_id: str) -> UpstreamStatus:
         path = STATUS_PATH.format(id=quote(upstream_id, safe=""))
-        response = await send(self._client, self.name, "GET", path)
-        if not response.is_success:
-            raise self._error(response)
-        body = json_body(response)
-        try:
-            return parse_status(body)
-        except ValueError as exc:
-            raise OutcomeUnknown(
-                self.name,
-                f"HTTP {response.status_code} status answer without a status "
-                f"(shape {describe_shape(body)})",
-                http_status=response.status_code,
-            ) from exc
+        return await self._poll(path, parse_status)
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    def _error(self, response: httpx.Response) -> ProviderError:
-        message, code = parse_error(json_body(response))
-        return error_for_status(self.name, response, message=message, code=code)
+    def _parse_error(self, body: object) -> tuple[str | None, str | None]:
+        return parse_error(body)
 
 
 def _task_id(task: _Task) -> str | None:

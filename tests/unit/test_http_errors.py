@@ -28,8 +28,8 @@ from providers.http import (
     parse_retry_after,
     send,
 )
+from tests.unit.adapter_helpers import KEY
 
-KEY = "test-key-not-secret"
 NOW = 1_800_000_000.0
 
 

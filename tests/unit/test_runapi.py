@@ -2,46 +2,29 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 import respx
-from pydantic import SecretStr
 
-from providers.base import (
-    Duration,
-    Provider,
-    ProviderSettings,
-    Resolution,
-    TaskStatus,
-    Tier,
-    VideoJob,
-)
+from providers.base import Duration, Provider, ProviderSettings, Resolution, TaskStatus, Tier
 from providers.errors import (
     AccountError,
     ContentRejected,
     OutcomeUnknown,
     ProviderError,
-    RateLimited,
     RequestRejected,
     TaskNotFound,
-    Unreachable,
     UpstreamServerError,
 )
 from providers.runapi import RunAPIProvider, parse_error, to_wire
+from tests.unit.adapter_helpers import IMAGE, KEY, RUNAPI, VIDEO, answer, job, upstream
 
-BASE = "https://runapi.test"
-KEY = "test-key-not-secret"
-CREATE = "/api/v1/hailuo/image_to_video"
-TASK_ID = "6f1c2a9e-0000-4000-8000-000000000001"
-STATUS = f"{CREATE}/{TASK_ID}"
-IMAGE = "https://img.example/first.png"
-VIDEO = "https://cdn.example/out.mp4"
+CREATE = RUNAPI.create
+TASK_ID = RUNAPI.task_id
+STATUS = RUNAPI.status
 LEGACY_FIELDS = ("image_url", "duration", "resolution", "prompt_optimizer", "last_frame_image_url")
 HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body>cloudflare</body></html>"
 
@@ -55,20 +38,14 @@ COMBOS: list[tuple[Tier, Duration, Resolution, str, str]] = [
 ]
 
 
-def job(**overrides: object) -> VideoJob:
-    fields: dict[str, object] = {"prompt": "a cat surfs a wave", "image": IMAGE}
-    fields.update(overrides)
-    return VideoJob.model_validate(fields)
-
-
 @pytest.fixture
 def settings() -> ProviderSettings:
-    return ProviderSettings(name="runapi-main", base_url=BASE, api_key=SecretStr(KEY))
+    return RUNAPI.settings()
 
 
 @pytest.fixture
 def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+    with upstream(RUNAPI) as router:
         yield router
 
 
@@ -137,18 +114,6 @@ def test_to_wire_includes_callback_url_only_when_set() -> None:
 def test_to_wire_refuses_a_text_to_video_job() -> None:
     with pytest.raises(ValueError, match="image"):
         to_wire(job(image=None))
-
-
-async def test_create_of_text_to_video_job_is_rejected_without_any_http_call(
-    provider: RunAPIProvider, mock: respx.MockRouter
-) -> None:
-    route = mock.post(CREATE).respond(200, json={"id": TASK_ID, "status": "pending"})
-
-    with pytest.raises(RequestRejected) as caught:
-        await provider.create(job(image=None))
-
-    assert not route.called
-    assert caught.value.failover is False
 
 
 async def test_create_returns_the_upstream_id_and_maps_pending_to_queued(
@@ -278,16 +243,6 @@ async def test_status_failed_carries_the_reason_and_flags_content_refusals(
     assert status.error_message == message
 
 
-async def test_status_encodes_the_upstream_id_into_one_path_segment(
-    provider: RunAPIProvider, mock: respx.MockRouter
-) -> None:
-    route = mock.get(f"{CREATE}/a%2Fb%3Fc").respond(200, json={"id": "x", "status": "pending"})
-
-    await provider.status("a/b?c")
-
-    assert route.called
-
-
 async def test_status_answer_without_status_is_outcome_unknown(
     provider: RunAPIProvider, mock: respx.MockRouter
 ) -> None:
@@ -341,10 +296,7 @@ async def test_create_error_answers_map_to_the_error_tree(
     expected: type[ProviderError],
     failover: bool,
 ) -> None:
-    if isinstance(body, str):
-        mock.post(CREATE).respond(http_status, text=body, headers={"Content-Type": "text/html"})
-    else:
-        mock.post(CREATE).respond(http_status, json=body)
+    answer(mock.post(CREATE), http_status, body)
 
     with pytest.raises(ProviderError) as caught:
         await provider.create(job())
@@ -393,31 +345,6 @@ async def test_create_on_502_html_quotes_a_short_single_line_snippet(
     assert len(caught.value.message) < 300
 
 
-async def test_create_on_429_reads_retry_after_in_seconds(
-    provider: RunAPIProvider, mock: respx.MockRouter
-) -> None:
-    mock.post(CREATE).respond(429, json={"error": "slow down"}, headers={"Retry-After": "17"})
-
-    with pytest.raises(RateLimited) as caught:
-        await provider.create(job())
-
-    assert caught.value.retry_after_s == 17.0
-    assert caught.value.failover is True
-
-
-async def test_create_on_429_reads_retry_after_as_an_http_date(
-    provider: RunAPIProvider, mock: respx.MockRouter
-) -> None:
-    when = email.utils.formatdate(time.time() + 120, usegmt=True)
-    mock.post(CREATE).respond(429, json={"error": "slow down"}, headers={"Retry-After": when})
-
-    with pytest.raises(RateLimited) as caught:
-        await provider.create(job())
-
-    assert caught.value.retry_after_s is not None
-    assert 100.0 < caught.value.retry_after_s <= 121.0
-
-
 async def test_status_on_404_is_task_not_found(
     provider: RunAPIProvider, mock: respx.MockRouter
 ) -> None:
@@ -430,106 +357,7 @@ async def test_status_on_404_is_task_not_found(
     assert caught.value.http_status == 404
 
 
-@pytest.mark.parametrize(
-    ("content", "content_type"),
-    [
-        (b"<html>ok</html>", "text/html"),
-        (b"", "application/json"),
-        (b'{"status": "pending"}', "application/json"),
-        (b'["not", "an", "object"]', "application/json"),
-        (b'{"id": "", "status": "pending"}', "application/json"),
-    ],
-)
-async def test_create_2xx_without_a_readable_task_id_is_outcome_unknown(
-    provider: RunAPIProvider, mock: respx.MockRouter, content: bytes, content_type: str
-) -> None:
-    mock.post(CREATE).respond(200, content=content, headers={"Content-Type": content_type})
-
-    with pytest.raises(OutcomeUnknown) as caught:
-        await provider.create(job())
-
-    assert caught.value.taken is None
-    assert caught.value.failover is False
-
-
-@pytest.mark.parametrize(
-    ("exc", "expected"),
-    [
-        (httpx.ConnectError("refused"), Unreachable),
-        (httpx.ConnectTimeout("slow handshake"), Unreachable),
-        (httpx.ReadTimeout("no answer"), OutcomeUnknown),
-        (httpx.RemoteProtocolError("peer closed"), OutcomeUnknown),
-    ],
-)
-async def test_create_transport_failures_tell_whether_the_request_went_out(
-    provider: RunAPIProvider,
-    mock: respx.MockRouter,
-    exc: Exception,
-    expected: type[ProviderError],
-) -> None:
-    mock.post(CREATE).mock(side_effect=exc)
-
-    with pytest.raises(ProviderError) as caught:
-        await provider.create(job())
-
-    assert type(caught.value) is expected
-    assert caught.value.failover is (expected is Unreachable)
-    assert caught.value.taken is (False if expected is Unreachable else None)
-
-
-# --- secrets and lifecycle -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("http_status", "body"),
-    [
-        (401, {"error": {"code": KEY, "message": f"Invalid API key {KEY}"}}),
-        (401, {"error": f"key {KEY} revoked"}),
-        (500, f"<html>Authorization: Bearer {KEY}</html>"),
-        (422, {"error": "Validation failed", "errors": {"auth": [f"bad {KEY}"]}}),
-    ],
-)
-async def test_errors_never_quote_the_api_key_even_when_the_upstream_echoes_it(
-    provider: RunAPIProvider, mock: respx.MockRouter, http_status: int, body: object
-) -> None:
-    if isinstance(body, str):
-        mock.post(CREATE).respond(http_status, text=body)
-    else:
-        mock.post(CREATE).respond(http_status, json=body)
-
-    with pytest.raises(ProviderError) as caught:
-        await provider.create(job())
-
-    error = caught.value
-    rendered = f"{error} {error!r} {error.message} {error.upstream_code}"
-    assert KEY not in rendered
-    assert "[redacted]" in rendered
-
-
-def test_repr_of_adapter_and_settings_hides_the_api_key(settings: ProviderSettings) -> None:
-    adapter = RunAPIProvider(settings)
-    assert KEY not in repr(adapter)
-    assert KEY not in repr(settings)
-    assert "runapi-main" in repr(adapter)
-
-
-async def test_aclose_closes_the_transport(settings: ProviderSettings) -> None:
-    class Recording(httpx.AsyncBaseTransport):
-        closed = False
-
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            return httpx.Response(200, json={"id": TASK_ID, "status": "pending"})
-
-        async def aclose(self) -> None:
-            self.closed = True
-
-    transport = Recording()
-    adapter = RunAPIProvider(settings, transport=transport)
-    await adapter.create(job())
-
-    await adapter.aclose()
-
-    assert transport.closed
+# --- pure helpers ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
