@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo serve test lint typecheck unit bench clean
+.PHONY: install demo serve test lint typecheck unit bench dashboard clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version)'
@@ -36,6 +36,10 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+dashboard: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) -m dashboards.render
 
 clean:
 	rm -rf $(VENV) .gateway .mypy_cache .pytest_cache .ruff_cache

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from gateway.auth import current_client, require_client
 from gateway.catalogue import ProviderCatalogue
-from gateway.errors import PROBLEM_JSON
-from gateway.health import Readiness
+from gateway.errors import PROBLEM_JSON, StoreUnavailable
+from gateway.health import Health, Readiness
 from gateway.idempotency import HEADER, check_key
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.metrics import Metrics
 from gateway.schemas import CreateVideoRequest, Problem, ProviderList, Task
 from gateway.service import VideoService
 
@@ -78,6 +81,30 @@ class ProviderController(Controller):
     @get("/", summary="The configured providers, their circuits, health and prices")
     async def list_providers(self, catalogue: NamedDependency[ProviderCatalogue]) -> ProviderList:
         return await catalogue.list()
+
+
+@post(
+    "/v1/callbacks/{provider:str}/{token:str}",
+    status_code=HTTP_204_NO_CONTENT,
+    tags=["callbacks"],
+    summary="Upstream task callbacks (a hint: the status is re-read from the upstream)",
+)
+async def upstream_callback(
+    provider: FromPath[str], token: FromPath[str], service: NamedDependency[VideoService]
+) -> None:
+    # No bearer key: resellers cannot send ours. The unguessable per-task token is the check,
+    # and the body is never read, so a forged callback can at most trigger one status read.
+    await service.callback(provider, token)
+
+
+@get("/metrics", include_in_schema=False, media_type=METRICS_CONTENT_TYPE)
+async def scrape_metrics(
+    metrics: NamedDependency[Metrics], health: NamedDependency[Health]
+) -> Response[bytes]:
+    """Prometheus text format. No key: operators restrict it at the network level."""
+    with contextlib.suppress(StoreUnavailable):
+        await health.snapshot()  # circuit gauges as every instance sees them (counted if down)
+    return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
 @get("/healthz", tags=["health"], summary="The process is up")

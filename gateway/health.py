@@ -10,7 +10,8 @@ half-open: one request, across all instances, is let through (a Redis lease), an
 closes the circuit while its failure opens it again.
 
 Each instance reads all providers' state in one round trip at most every ``refresh_s``
-(0.5 s), so an open circuit is seen everywhere within a second.
+(0.5 s), so an open circuit is seen everywhere within a second. Each read and each change
+sets the ``gateway_circuit_state`` gauge; Redis failures count in ``gateway_redis_errors_total``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -28,6 +30,7 @@ from redis.asyncio import Redis
 
 from gateway.config import CircuitSettings
 from gateway.errors import StoreUnavailable
+from gateway.metrics import Metrics, RedisOperation
 from gateway.store import KEY_PREFIX, translated
 from providers import errors as perr
 
@@ -116,7 +119,9 @@ class Health:
         *,
         clock: Callable[[], float] = time.time,
         refresh_s: float = REFRESH_S,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics if metrics is not None else Metrics(names)
         self._redis = redis
         self._settings = settings
         self._names = list(names)
@@ -155,7 +160,11 @@ class Health:
         return await asyncio.shield(self._refreshing)
 
     async def _read(self) -> dict[str, ProviderHealth]:
-        async with translated(), self._redis.pipeline(transaction=False) as pipe:
+        async with (
+            counted(self._metrics, "health"),
+            translated(),
+            self._redis.pipeline(transaction=False) as pipe,
+        ):
             for name in self._names:
                 pipe.hmget(self.circuit_key(name), "failures", "open_until")
                 pipe.lrange(self.outcomes_key(name), 0, OUTCOME_WINDOW - 1)
@@ -175,6 +184,8 @@ class Health:
                 latency_p99_ms=percentile(lat, 0.99),
             )
         self._snapshot, self._snapshot_at = snapshot, self._clock()
+        for name, health in snapshot.items():
+            self._metrics.circuit_state(name, health.circuit(self._snapshot_at))
         return snapshot
 
     async def acquire(self, name: str, lease_s: float) -> bool:
@@ -188,7 +199,7 @@ class Health:
             return True
         if state is Circuit.OPEN:
             return False
-        async with translated():
+        async with counted(self._metrics, "health"), translated():
             won = await self._redis.set(self.lease_key(name), "1", nx=True, px=int(lease_s * 1000))
         return bool(won)
 
@@ -225,7 +236,11 @@ class Health:
         *,
         counter: str,
     ) -> None:
-        async with translated(), self._redis.pipeline(transaction=False) as pipe:
+        async with (
+            counted(self._metrics, "health"),
+            translated(),
+            self._redis.pipeline(transaction=False) as pipe,
+        ):
             pipe.lpush(self.outcomes_key(name), 1 if verdict is Verdict.SUCCESS else 0)
             pipe.ltrim(self.outcomes_key(name), 0, OUTCOME_WINDOW - 1)
             if latency_ms is not None:
@@ -237,6 +252,8 @@ class Health:
             await pipe.execute()
             if verdict is Verdict.FAILURE:
                 await self._fail(name, error, counter)
+            else:
+                self._metrics.circuit_state(name, Circuit.CLOSED)
         self._snapshot_at = -math.inf  # our own outcome is seen by our next request
 
     async def _fail(self, name: str, error: perr.ProviderError | None, counter: str) -> None:
@@ -257,6 +274,7 @@ class Health:
         )
         failures, open_until = int(result[0]), float(result[1])
         if open_until > self._clock():
+            self._metrics.circuit_state(name, Circuit.OPEN)
             logger.warning(
                 "circuit open",
                 extra={"provider": name, "failures": failures,
@@ -264,18 +282,37 @@ class Health:
             )  # fmt: skip
 
 
+@asynccontextmanager
+async def counted(metrics: Metrics, operation: RedisOperation) -> AsyncIterator[None]:
+    """Count a StoreUnavailable (a Redis failure, as ``translated`` raises it) and let it go."""
+    try:
+        yield
+    except StoreUnavailable:
+        metrics.redis_error(operation)
+        raise
+
+
 class Readiness:
     """Can this instance serve creates right now? Empty reasons mean yes."""
 
-    def __init__(self, ping: Callable[[], Any], health: Health, enabled: Sequence[str]) -> None:
+    def __init__(
+        self,
+        ping: Callable[[], Any],
+        health: Health,
+        enabled: Sequence[str],
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._ping = ping
         self._health = health
         self._enabled = list(enabled)
+        self._metrics = metrics if metrics is not None else Metrics(enabled)
 
     async def reasons(self) -> list[str]:
         reasons = []
         try:
-            await self._ping()
+            async with counted(self._metrics, "ping"):
+                await self._ping()
         except StoreUnavailable as exc:
             return [f"redis unreachable: {exc}"]
         if not self._enabled:

@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line, with the ``extra`` fields of each record."""
+"""Structured logs: one JSON object per line, with the ``extra`` fields of each record.
+
+Every line written while a request is being served carries its ``request_id`` (set by
+``gateway.access``), so an upstream call's line can be joined to its request's line.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,13 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""The id of the request being served in this context, if any."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,6 +30,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
+        current = request_id.get()
+        if current is not None:
+            entry.setdefault("request_id", current)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -2,6 +2,8 @@
 
 The failover rule lives in the ProviderError tree (``providers/errors.py``): an error whose
 class says the upstream did not take the task may be tried elsewhere; anything else stops here.
+Each create call is logged and counted (outcome, latency), and so is each failover and each
+ambiguous submit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway.errors import (
     UpstreamRejected,
 )
 from gateway.health import Circuit, Health, ProviderHealth
+from gateway.metrics import Metrics
 from gateway.schemas import Attempt, RoutingOverrides
 from gateway.strategies import STRATEGIES, Candidate
 from providers import errors as perr
@@ -62,7 +65,9 @@ class Router:
         health: Health,
         *,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics if metrics is not None else Metrics([r.name for r in routes])
         self._routes = {r.name: r for r in routes}
         self._settings = settings
         self._health = health
@@ -153,12 +158,17 @@ class Router:
         return f"no enabled provider serves {what}" + (" " + " ".join(limits) if limits else "")
 
     async def submit(
-        self, candidates: Sequence[Candidate], job: VideoJob, before_attempt: BeforeAttempt
+        self,
+        candidates: Sequence[Candidate],
+        job: VideoJob,
+        before_attempt: BeforeAttempt,
+        callback_url: Callable[[str], str] | None = None,
     ) -> Placement:
         """Create the task with the first candidate that takes it.
 
         Moves on only after a failure that proves the upstream created nothing (or after an
-        unanswered request, when ``failover_on_timeout`` allows it).
+        unanswered request, when ``failover_on_timeout`` allows it). ``callback_url`` gives
+        each provider its own callback address.
         """
         attempts: list[Attempt] = []
         for candidate in candidates:
@@ -168,21 +178,25 @@ class Router:
             if not await self._health.acquire(candidate.name, lease_s=_lease_s(route)):
                 continue  # half-open, and another request is the one let through
             await before_attempt(candidate, attempts)
+            if attempts:
+                self._metrics.failover(attempts[-1].provider, candidate.name, attempts[-1].outcome)
             started = time.perf_counter()
             try:
-                submitted = await route.adapter.create(job)
+                submitted = await route.adapter.create(
+                    job if callback_url is None
+                    else job.model_copy(update={"callback_url": callback_url(candidate.name)})
+                )  # fmt: skip
             except perr.ProviderError as exc:
                 attempts.append(_attempt(candidate.name, exc.outcome, started, exc.message))
-                logger.warning(
-                    "upstream create failed",
-                    extra={"provider": candidate.name, "outcome": exc.outcome,
-                           "http_status": exc.http_status},
-                )  # fmt: skip
+                self._observe(candidate.name, exc.outcome, started, exc.http_status)
+                if isinstance(exc, perr.OutcomeUnknown):
+                    self._metrics.ambiguous_submit(candidate.name)
                 await self._health.record(candidate.name, exc)
                 self._stop_unless_safe(exc, attempts)
                 continue
             accepted = _attempt(candidate.name, "accepted", started, None)
             attempts.append(accepted)
+            self._observe(candidate.name, accepted.outcome, started, None)
             await self._health.record(candidate.name, None, latency_ms=accepted.latency_ms)
             return Placement(candidate=candidate, submitted=submitted, attempts=attempts)
         if not attempts:
@@ -190,6 +204,19 @@ class Router:
                 "every eligible provider is cooling down", headers={"Retry-After": "1"}
             )
         raise AllProvidersFailed(f"{len(attempts)} attempt(s), none accepted", attempts=attempts)
+
+    def _observe(
+        self, provider: str, outcome: str, started: float, http_status: int | None
+    ) -> None:
+        """One log line and the metrics of one upstream create call."""
+        seconds = time.perf_counter() - started
+        self._metrics.upstream_call(provider, "create", outcome, seconds)
+        logger.log(
+            logging.INFO if outcome == "accepted" else logging.WARNING,
+            "upstream create accepted" if outcome == "accepted" else "upstream create failed",
+            extra={"provider": provider, "operation": "create", "outcome": outcome,
+                   "latency_ms": round(seconds * 1000, 1), "http_status": http_status},
+        )  # fmt: skip
 
     def _stop_unless_safe(self, exc: perr.ProviderError, attempts: list[Attempt]) -> None:
         if isinstance(exc, perr.OutcomeUnknown):

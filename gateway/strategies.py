@@ -6,7 +6,6 @@ them calls anything or reads a clock; randomness comes in as an argument.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,9 @@ class Candidate:
 
 
 def _latency(c: Candidate) -> float:
-    return c.latency_ms if c.latency_ms is not None else math.inf
+    # Unknown latency counts as the best, so a provider with no traffic yet gets tried and
+    # measured, instead of losing every tie for good.
+    return c.latency_ms if c.latency_ms is not None else 0.0
 
 
 def cheapest(candidates: Sequence[Candidate]) -> list[Candidate]:

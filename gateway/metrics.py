@@ -1,0 +1,236 @@
+"""Every metric the gateway exports, in one place (api.md §5).
+
+One :class:`Metrics` per app, holding its own ``CollectorRegistry`` (never the global one, so
+two apps in one process, as in the tests, do not share counters). Code records events through
+its small typed methods; nothing else touches ``prometheus_client``.
+
+Labels are bounded: every value is checked against a closed set (providers from config, the
+route templates of the app, the outcome words of the ``ProviderError`` tree, fixed statuses)
+and anything else is recorded as ``other`` (or ``unmatched`` for a route). A task id, a key, a
+prompt, a URL or a raw path can therefore never become a label value. The known label values
+are initialised at start, so every series exists (at 0) before its first event.
+
+Multiprocess mode is not used: the gateway runs one worker per process (README, *Decisions*),
+so each process serves its own ``/metrics`` and Prometheus scrapes every instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final, Literal
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from gateway import __version__
+from providers import errors as perr
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+Operation = Literal["create", "status"]
+RedisOperation = Literal["ping", "health", "tasks", "idempotency", "polling", "webhooks"]
+"""Which part of the gateway met a Redis error."""
+WebhookOutcome = Literal["delivered", "rejected", "unreachable", "abandoned"]
+"""One delivery attempt: a 2xx; a non-2xx answer; a timeout or connection error. ``abandoned``:
+the delivery was given up after its last attempt."""
+
+OTHER: Final = "other"
+UNMATCHED: Final = "unmatched"
+"""The route label of a request that matched no route (404, 405): never the raw path."""
+
+SUCCESS: Final[Mapping[Operation, str]] = {"create": "accepted", "status": "ok"}
+HTTP_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+TIERS: Final = ("standard", "pro")
+RESOLUTIONS: Final = ("768P", "1080P")
+FINAL_STATUSES: Final = ("completed", "failed")
+CIRCUIT_VALUES: Final[Mapping[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
+REDIS_OPERATIONS: Final[tuple[RedisOperation, ...]] = (
+    "ping", "health", "tasks", "idempotency", "polling", "webhooks",
+)  # fmt: skip
+WEBHOOK_OUTCOMES: Final[tuple[WebhookOutcome, ...]] = (
+    "delivered", "rejected", "unreachable", "abandoned",
+)  # fmt: skip
+
+HTTP_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+UPSTREAM_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
+FINISH_BUCKETS: Final = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600)
+
+
+def _error_classes() -> list[type[perr.ProviderError]]:
+    found, todo = [perr.ProviderError], [perr.ProviderError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return found
+
+
+ERROR_OUTCOMES: Final = tuple(sorted({cls.outcome for cls in _error_classes()}))
+"""Every outcome word of the ProviderError tree (``upstream_unavailable``, ``rate_limited``…)."""
+FAILOVER_REASONS: Final = tuple(
+    sorted({c.outcome for c in _error_classes() if c.failover} | {perr.OutcomeUnknown.outcome})
+)
+"""The outcomes after which a create may move on (``outcome_unknown`` only when configured)."""
+
+
+def _pick(value: str, allowed: Iterable[str], fallback: str = OTHER) -> str:
+    return value if value in allowed else fallback
+
+
+class Metrics:
+    """The gateway's metrics, in a registry of their own. ``providers``: the configured names."""
+
+    def __init__(self, providers: Sequence[str], *, version: str = __version__) -> None:
+        self.registry = CollectorRegistry()
+        self._providers = tuple(providers)
+        self._routes: frozenset[str] = frozenset()
+        r = self.registry
+        self._build_info = Gauge(
+            "gateway_build_info", "Always 1; the version is a label", ["version"], registry=r
+        )
+        self._http_requests = Counter(
+            "gateway_http_requests", "HTTP requests answered, by route template, method and "
+            "status", ["route", "method", "status"], registry=r,
+        )  # fmt: skip
+        self._http_seconds = Histogram(
+            "gateway_http_request_duration_seconds", "Time to answer an HTTP request",
+            ["route", "method"], buckets=HTTP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._upstream_calls = Counter(
+            "gateway_upstream_calls", "Calls to a reseller, by provider, operation and outcome",
+            ["provider", "operation", "outcome"], registry=r,
+        )  # fmt: skip
+        self._upstream_seconds = Histogram(
+            "gateway_upstream_request_duration_seconds", "Latency of calls to a reseller",
+            ["provider", "operation"], buckets=UPSTREAM_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._failovers = Counter(
+            "gateway_failovers", "Creates moved on to another provider, by from, to and reason",
+            ["from_provider", "to_provider", "reason"], registry=r,
+        )  # fmt: skip
+        self._ambiguous = Counter(
+            "gateway_ambiguous_submits", "Creates sent that got no answer: the reseller may "
+            "have taken (and bill) the task", ["provider"], registry=r,
+        )  # fmt: skip
+        self._tasks_created = Counter(
+            "gateway_tasks_created", "Tasks a reseller accepted, by provider, tier and resolution",
+            ["provider", "tier", "resolution"], registry=r,
+        )  # fmt: skip
+        self._spend = Counter(
+            "gateway_spend_usd", "Price-table price of every accepted task, in US dollars",
+            ["provider"], registry=r,
+        )  # fmt: skip
+        self._tasks_finished = Counter(
+            "gateway_tasks_finished", "Tasks that reached a final status, by provider and status",
+            ["provider", "status"], registry=r,
+        )  # fmt: skip
+        self._finish_seconds = Histogram(
+            "gateway_task_time_to_finish_seconds", "From creation to a final status",
+            ["provider", "status"], buckets=FINISH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._circuit = Gauge(
+            "gateway_circuit_state", "Circuit breaker per provider: 0 closed, 1 half_open, 2 open",
+            ["provider"], registry=r,
+        )  # fmt: skip
+        self._redis_errors = Counter(
+            "gateway_redis_errors", "Redis commands that failed, by the part of the gateway",
+            ["operation"], registry=r,
+        )  # fmt: skip
+        self._webhooks = Counter(
+            "gateway_webhook_deliveries", "Webhook delivery attempts, by outcome", ["outcome"],
+            registry=r,
+        )  # fmt: skip
+        self._build_info.labels(version=version).set(1)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        for p in self._providers:
+            for op, ok in SUCCESS.items():
+                self._upstream_seconds.labels(p, op)
+                for outcome in (ok, *ERROR_OUTCOMES):
+                    self._upstream_calls.labels(p, op, outcome)
+            for to in self._providers:
+                for reason in FAILOVER_REASONS if to != p else ():
+                    self._failovers.labels(p, to, reason)
+            self._ambiguous.labels(p)
+            for tier in TIERS:
+                for resolution in RESOLUTIONS:
+                    self._tasks_created.labels(p, tier, resolution)
+            self._spend.labels(p)
+            for status in FINAL_STATUSES:
+                self._tasks_finished.labels(p, status)
+                self._finish_seconds.labels(p, status)
+            self._circuit.labels(p).set(CIRCUIT_VALUES["closed"])
+        for operation in REDIS_OPERATIONS:
+            self._redis_errors.labels(operation)
+        for outcome in WEBHOOK_OUTCOMES:
+            self._webhooks.labels(outcome)
+
+    def routes(self, methods_by_route: Mapping[str, Iterable[str]]) -> None:
+        """Declare the app's route templates (the only route labels allowed) and start their
+        duration series at 0."""
+        self._routes = frozenset(methods_by_route)
+        for route, methods in methods_by_route.items():
+            for method in methods:
+                self._http_seconds.labels(route, _pick(method, HTTP_METHODS))
+
+    def _provider(self, name: str) -> str:
+        return _pick(name, self._providers)
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request; ``route`` is the matched template, else :data:`UNMATCHED`."""
+        route = _pick(route, self._routes, UNMATCHED)
+        method = _pick(method.upper(), HTTP_METHODS)
+        code = str(status) if 100 <= status <= 599 else OTHER
+        self._http_requests.labels(route, method, code).inc()
+        self._http_seconds.labels(route, method).observe(seconds)
+
+    def upstream_call(
+        self, provider: str, operation: Operation, outcome: str, seconds: float
+    ) -> None:
+        """One create or status call; ``outcome`` is ``accepted``/``ok`` or the error's word."""
+        provider = self._provider(provider)
+        outcome = _pick(outcome, (SUCCESS[operation], *ERROR_OUTCOMES), "upstream_error")
+        self._upstream_calls.labels(provider, operation, outcome).inc()
+        self._upstream_seconds.labels(provider, operation).observe(seconds)
+
+    def failover(self, from_provider: str, to_provider: str, reason: str) -> None:
+        """A create that failed at ``from_provider`` (``reason``: its outcome word) is being
+        sent to ``to_provider``."""
+        self._failovers.labels(
+            self._provider(from_provider),
+            self._provider(to_provider),
+            _pick(reason, FAILOVER_REASONS),
+        ).inc()
+
+    def ambiguous_submit(self, provider: str) -> None:
+        self._ambiguous.labels(self._provider(provider)).inc()
+
+    def task_created(self, provider: str, tier: str, resolution: str, price_usd: float) -> None:
+        """A reseller accepted a task; its price-table price counts toward the spend."""
+        provider = self._provider(provider)
+        tier, resolution = _pick(tier, TIERS), _pick(resolution, RESOLUTIONS)
+        self._tasks_created.labels(provider, tier, resolution).inc()
+        self._spend.labels(provider).inc(max(price_usd, 0.0))
+
+    def task_finished(self, provider: str, status: str, seconds_to_finish: float) -> None:
+        """A task reached ``completed`` or ``failed``, ``seconds_to_finish`` after creation."""
+        provider, status = self._provider(provider), _pick(status, FINAL_STATUSES)
+        self._tasks_finished.labels(provider, status).inc()
+        self._finish_seconds.labels(provider, status).observe(max(seconds_to_finish, 0.0))
+
+    def circuit_state(self, provider: str, state: str) -> None:
+        """``state``: ``closed``, ``half_open`` or ``open`` (``gateway.health.Circuit``)."""
+        value = CIRCUIT_VALUES.get(state)
+        if value is not None:
+            self._circuit.labels(self._provider(provider)).set(value)
+
+    def redis_error(self, operation: RedisOperation) -> None:
+        self._redis_errors.labels(_pick(operation, REDIS_OPERATIONS)).inc()
+
+    def webhook_delivery(self, outcome: WebhookOutcome) -> None:
+        self._webhooks.labels(_pick(outcome, WEBHOOK_OUTCOMES)).inc()
+
+    def exposition(self) -> bytes:
+        """Every metric in the Prometheus text format (:data:`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
