@@ -6,19 +6,29 @@ to handlers through dependency injection; nothing is global.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from redis.asyncio import Redis
 
 from gateway import __version__
-from gateway.api import ProviderController, VideoController, healthz, readyz
+from gateway.access import RequestObserver
+from gateway.api import (
+    ProviderController,
+    VideoController,
+    healthz,
+    readyz,
+    scrape_metrics,
+    upstream_callback,
+)
 from gateway.auth import ClientKeys
 from gateway.catalogue import ProviderCatalogue
 from gateway.config import Secrets, Settings
@@ -26,20 +36,98 @@ from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
+from gateway.metrics import Metrics
+from gateway.poller import Poller, Refresher
 from gateway.router import Route, Router
-from gateway.service import VideoService
+from gateway.service import ServiceOptions, VideoService
 from gateway.store import IdempotencyStore, TaskStore, connect
+from gateway.webhooks import WebhookSender
 from providers.base import ProviderSettings
 from providers.registry import build_provider
 
 logger = logging.getLogger(__name__)
 
+OPENAPI_PATH = "/schema"
+
 
 @dataclass
 class Resources:
+    """What the handlers use, and the background loops that run beside them."""
+
     service: VideoService
     readiness: Readiness
     catalogue: ProviderCatalogue
+    health: Health
+    routes: list[Route]
+    loops: list[Poller | WebhookSender]
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(loop.run()) for loop in self.loops]
+
+    async def stop(self) -> None:
+        for loop in self.loops:
+            await loop.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for route in self.routes:
+            await route.adapter.aclose()
+
+
+def build_resources(
+    settings: Settings,
+    secrets: Secrets,
+    redis: Redis,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    webhook_transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    metrics: Metrics,
+) -> Resources:
+    routes = build_routes(settings, secrets, transports)
+    names = [r.name for r in routes]
+    store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400))
+    health = Health(redis, settings.routing.circuit, names, metrics=metrics)
+    router = Router(routes, settings.routing, health, metrics=metrics)
+    create_timeout_s = _longest_create_s(settings)
+    webhook_secret = secrets.webhook_secret.get_secret_value() if secrets.webhook_secret else None
+    refresher = Refresher(
+        store, router, health, settings.status,
+        webhooks_enabled=webhook_secret is not None, public_url=settings.server.public_url,
+        metrics=metrics,
+    )  # fmt: skip
+    idempotent = IdempotentCreates(
+        IdempotencyStore(redis, ttl_s=settings.idempotency.ttl_s),
+        store,
+        stale_after_s=create_timeout_s,
+    )
+    options = ServiceOptions(
+        listen_host=settings.server.host,
+        listen_port=settings.server.port,
+        public_url=settings.server.public_url,
+        webhooks_enabled=webhook_secret is not None,
+        create_timeout_s=create_timeout_s,
+        first_poll_s=settings.status.poll_interval_s,
+    )
+    loops: list[Poller | WebhookSender] = []
+    if settings.status.background_polling:
+        slowest_status = max((r.config.timeout_s for r in routes), default=30.0)
+        lease_s = slowest_status + 10
+        loops.append(
+            Poller(store, refresher, settings.status, create_timeout_s=create_timeout_s,
+                   lease_s=lease_s, metrics=metrics)
+        )  # fmt: skip
+    if webhook_secret is not None:
+        loops.append(WebhookSender(
+            redis, store, settings.webhooks, webhook_secret, settings.server.host,
+            settings.server.port, metrics=metrics, transport=webhook_transport,
+        ))  # fmt: skip
+    return Resources(
+        service=VideoService(store, router, refresher, idempotent, options, metrics=metrics),
+        readiness=Readiness(store.ping, health, names, metrics=metrics),
+        catalogue=ProviderCatalogue(settings, health),
+        health=health,
+        routes=routes,
+        loops=loops,
+    )
 
 
 def _longest_create_s(settings: Settings) -> float:
@@ -74,13 +162,29 @@ def build_routes(
     return routes
 
 
+def _route_methods(app: Litestar) -> dict[str, set[str]]:
+    """Route template → the methods whose duration series start at 0 (none for the OpenAPI
+    pages, which are routes too but need no zeros)."""
+    methods: dict[str, set[str]] = {}
+    for route in app.routes:
+        initial = () if route.path_format.startswith(OPENAPI_PATH) else route.methods
+        methods[route.path_format] = {str(m) for m in initial} - {"OPTIONS", "HEAD"}
+    return methods
+
+
 def create_app(
     settings: Settings,
     secrets: Secrets,
     *,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    webhook_transport: httpx.AsyncBaseTransport | None = None,
+    metrics: Metrics | None = None,
 ) -> Litestar:
-    """Build the app. ``transports`` lets tests put a provider behind an httpx transport."""
+    """Build the app. ``transports`` lets tests put a provider behind an httpx transport;
+    ``metrics`` defaults to a new registry for the enabled providers."""
+    if metrics is None:
+        metrics = Metrics([name for name, p in settings.providers.items() if p.enabled])
+    observed = metrics
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -90,25 +194,15 @@ def create_app(
             embedded = EmbeddedRedis(settings.redis.data_dir)
             url = embedded.start()
         redis = connect(url)
-        routes = build_routes(settings, secrets, transports)
-        store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400))
-        health = Health(redis, settings.routing.circuit, [r.name for r in routes])
-        router = Router(routes, settings.routing, health)
-        idempotent = IdempotentCreates(
-            IdempotencyStore(redis, ttl_s=settings.idempotency.ttl_s),
-            store,
-            stale_after_s=_longest_create_s(settings),
+        resources = build_resources(
+            settings, secrets, redis, transports, webhook_transport, metrics=observed
         )
-        app.state.resources = Resources(
-            service=VideoService(store, router, health, idempotent, settings.status),
-            readiness=Readiness(store.ping, health, [r.name for r in routes]),
-            catalogue=ProviderCatalogue(settings, health),
-        )
+        app.state.resources = resources
+        await resources.start()
         try:
             yield
         finally:
-            for route in routes:
-                await route.adapter.aclose()
+            await resources.stop()
             await redis.aclose()
             if embedded is not None:
                 embedded.stop()
@@ -125,20 +219,38 @@ def create_app(
         resources: Resources = state.resources
         return resources.catalogue
 
-    return Litestar(
-        route_handlers=[VideoController, ProviderController, healthz, readyz],
+    def health(state: State) -> Health:
+        resources: Resources = state.resources
+        return resources.health
+
+    app = Litestar(
+        route_handlers=[
+            VideoController,
+            ProviderController,
+            upstream_callback,
+            healthz,
+            readyz,
+            scrape_metrics,
+        ],
         lifespan=[lifespan],
         state=State({"client_keys": ClientKeys(secrets.client_keys)}),
         dependencies={
             "service": Provide(service, sync_to_thread=False),
             "readiness": Provide(readiness, sync_to_thread=False),
             "catalogue": Provide(catalogue, sync_to_thread=False),
+            "health": Provide(health, sync_to_thread=False),
+            "metrics": Provide(lambda: observed, sync_to_thread=False),
         },
         exception_handlers=exception_handlers(),
         openapi_config=OpenAPIConfig(
-            title="Hailuo 2.3 video gateway", version=__version__, path="/schema"
+            title="Hailuo 2.3 video gateway", version=__version__, path=OPENAPI_PATH
         ),
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,  # logging is configured once, by the CLI
         debug=False,
     )
+    metrics.routes(_route_methods(app))
+    # Around the whole handler, not in the middleware stack: Litestar runs app middleware only
+    # for matched routes, and 404s/405s must be counted and logged too.
+    app.asgi_handler = RequestObserver(app.asgi_handler, metrics)
+    return app

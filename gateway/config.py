@@ -7,6 +7,8 @@ them (``*_env`` keys), and :func:`resolve_secrets` reads them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -91,10 +93,26 @@ class StatusSettings(_Section):
     poll_interval_s: float = Field(2.0, ge=1.0)
     task_ttl_days: float = Field(7.0, gt=0)
     deadline_s: float = Field(1800.0, gt=0)
+    background_polling: bool = True
+    """Refresh non-final tasks without waiting for a client to ask (needed for webhooks)."""
+    expected_render_s: float = Field(90.0, gt=0)
+    """About how long a generation takes: background polls thin out until then, then back off."""
+    max_poll_interval_s: float = Field(30.0, ge=1.0)
+    poll_concurrency: int = Field(16, ge=1)
+    """Background status calls in flight per provider, per instance."""
+    resubmit_failed: int = Field(1, ge=0, le=3)
+    """Resubmissions of a generation that failed for a reason other than content, to the next
+    eligible provider, under the same public id (resellers do not bill failed generations)."""
 
 
 class WebhookSettings(_Section):
     secret_env: EnvVarName | None = "GATEWAY_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+    timeout_s: float = Field(10.0, gt=0)
+    max_attempts: int = Field(8, ge=1, le=20)
+    retry_delays_s: list[float] = Field(
+        default_factory=lambda: [5.0, 20.0, 60.0, 180.0, 600.0, 1200.0, 1800.0], min_length=1
+    )
+    """Waits before the 2nd, 3rd, … try (the last repeats): 8 tries over about 64 minutes."""
 
 
 class IdempotencySettings(_Section):
@@ -255,6 +273,15 @@ def _describe(exc: ValidationError, source: str | None) -> str:
     return "\n".join(lines)
 
 
+def _valid_webhook_secret(value: str) -> bool:
+    if not value.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(value.removeprefix("whsec_"), validate=True)) >= 16
+    except binascii.Error:
+        return False
+
+
 class Secrets(BaseModel):
     """Secrets read from the environment. ``SecretStr`` keeps them out of reprs and logs."""
 
@@ -307,6 +334,10 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
     if settings.webhooks.secret_env:
         value = environ.get(settings.webhooks.secret_env, "").strip()
         webhook_secret = SecretStr(value) if value else None
+        if value and not _valid_webhook_secret(value):
+            problems.append(
+                f"  webhooks.secret_env: {settings.webhooks.secret_env} must hold whsec_<base64>"
+            )
 
     if problems:
         raise ConfigError("missing secrets or keys:\n" + "\n".join(problems))

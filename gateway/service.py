@@ -1,9 +1,10 @@
 """The video service: what ``POST /v1/videos`` and ``GET /v1/videos/{id}`` do.
 
-Create: validate against what is configured → write the task (refused if Redis is down, before
-any upstream call) → record each attempt before it is made → route → save the mapping.
-Look up: read the task; if it is not final and was not polled within the poll interval, ask its
-upstream once (single-flight per task in this process) and save what changed.
+Create: check the request against what is configured → write the task (refused if Redis is
+down, before any upstream call) → record each attempt before it is made → route → save the
+mapping and put the task on the poll schedule.
+Look up: read the task; if it is not final and its poll interval has passed, refresh it
+through the :class:`~gateway.poller.Refresher` (one upstream read per interval).
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from gateway.config import StatusSettings
-from gateway.errors import GatewayError, NotFound, StoreUnavailable
-from gateway.health import Health
+from gateway.errors import GatewayError, InvalidRequest, NotFound, StoreUnavailable
 from gateway.idempotency import IdempotentCreates, Outcome
+from gateway.metrics import Metrics
+from gateway.poller import Refresher, callback_urls
 from gateway.router import Router
 from gateway.schemas import Attempt, CreateVideoRequest, Task, TaskError
 from gateway.store import TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
-from providers.base import TaskStatus, UpstreamStatus, VideoJob
-from providers.errors import ProviderError
+from gateway.webhooks import points_at_self
+from providers.base import TaskStatus, VideoJob
 
 logger = logging.getLogger(__name__)
 
@@ -31,25 +34,41 @@ TASK_ID = re.compile(r"^vid_[a-z2-7]{26}$")
 SAVE_RETRIES = 3
 
 
+@dataclass(frozen=True)
+class ServiceOptions:
+    """What the service needs to know about this gateway's own setup."""
+
+    listen_host: str
+    listen_port: int
+    public_url: str | None
+    webhooks_enabled: bool
+    create_timeout_s: float
+    """An upper bound on one create; the poller checks an unfinished create after it."""
+    first_poll_s: float
+
+
 class VideoService:
     def __init__(
         self,
         store: TaskStore,
         router: Router,
-        health: Health,
+        refresher: Refresher,
         idempotent: IdempotentCreates,
-        status: StatusSettings,
+        options: ServiceOptions,
+        *,
+        metrics: Metrics,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._router = router
-        self._health = health
+        self._refresher = refresher
         self._idempotent = idempotent
-        self._status = status
-        self._inflight: dict[str, asyncio.Future[TaskRecord]] = {}
+        self._options = options
 
     async def create(
         self, client: str, request: CreateVideoRequest, idempotency_key: str | None = None
     ) -> Outcome:
+        await self._check_webhook(request.webhook_url)
         job = VideoJob(
             model=request.model,
             tier=request.tier,
@@ -59,33 +78,50 @@ class VideoService:
             resolution=request.resolution,
         )
         record = TaskRecord.new(
-            client, job, webhook_url=request.webhook_url, metadata=request.metadata
-        )
+            client, job, webhook_url=request.webhook_url, metadata=request.metadata,
+            routing=request.routing,
+        )  # fmt: skip
+        if self._options.public_url:
+            record.callback_token = secrets.token_urlsafe(24)
         if idempotency_key is None:
-            return Outcome(await self._create(record, request), replayed=False)
+            return Outcome(await self._create(record), replayed=False)
         return await self._idempotent.run(
-            client, idempotency_key, request, record, lambda: self._create(record, request)
+            client, idempotency_key, request, record, lambda: self._create(record)
         )
 
-    async def _create(self, record: TaskRecord, request: CreateVideoRequest) -> Task:
+    async def _check_webhook(self, url: str | None) -> None:
+        if url is None:
+            return
+        if not self._options.webhooks_enabled:
+            raise InvalidRequest.field(
+                "webhook_url", "webhooks are not configured on this gateway (webhooks.secret_env)"
+            )
+        if await points_at_self(url, self._options.listen_host, self._options.listen_port):
+            raise InvalidRequest.field("webhook_url", "must not point at this gateway")
+
+    async def _create(self, record: TaskRecord) -> Task:
         job = record.job
         if job is None:
             raise RuntimeError("a new task record carries its job")
-        candidates = await self._router.plan(job, request.routing)
+        candidates = await self._router.plan(job, record.routing)
         # The first pending attempt goes in with the task itself: one write before the upstream
         # call, and a refusal (store_unavailable) if Redis cannot take it.
         record.attempts = [Attempt(provider=candidates[0].name, outcome="pending")]
-        await self._store.create(record)
+        await self._store.create(record, check_at=time.time() + self._options.create_timeout_s)
+        first_write = list(record.attempts)
 
         async def before_attempt(candidate: Candidate, done: Sequence[Attempt]) -> None:
             pending = Attempt(provider=candidate.name, outcome="pending")
-            if not done and record.attempts == [pending]:
+            if not done and first_write == [pending]:
                 return  # already written with the task
             record.attempts = [*done, pending]
             await self._store.save(record)
 
         try:
-            placement = await self._router.submit(candidates, job, before_attempt)
+            placement = await self._router.submit(
+                candidates, job, before_attempt,
+                callback_urls(self._options.public_url, record.callback_token),
+            )  # fmt: skip
         except GatewayError as exc:
             await self._record_refusal(record, exc)
             raise
@@ -96,6 +132,9 @@ class VideoService:
         record.attempts = placement.attempts
         record.updated_at = now_s()
         await self._save_accepted(record)
+        self._metrics.task_created(
+            record.provider, record.tier, record.resolution, record.price_usd
+        )
         logger.info(
             "task accepted",
             extra={
@@ -113,7 +152,7 @@ class VideoService:
         record.attempts = list(exc.attempts or record.attempts)
         record.finish(TaskStatus.FAILED, error=TaskError(code=exc.code, message=str(exc)))
         try:
-            await self._store.save(record)
+            await self._store.finalize(record)
         except StoreUnavailable:
             logger.exception("could not record a refused create", extra={"task_id": record.id})
 
@@ -122,6 +161,7 @@ class VideoService:
         for attempt in range(SAVE_RETRIES):
             try:
                 await self._store.save(record)
+                await self._store.schedule(record.id, time.time() + self._options.first_poll_s)
             except StoreUnavailable:
                 if attempt == SAVE_RETRIES - 1:
                     # The pending attempt written before the call names the provider, so the
@@ -140,83 +180,16 @@ class VideoService:
         record = await self._store.get(task_id) if TASK_ID.match(task_id) else None
         if record is None or record.client != client:
             raise NotFound(f"no task {task_id}")
-        if self._needs_refresh(record):
-            record = await self._refresh_once(record)
+        if self._refresher.due(record):
+            record = await self._refresher.refresh(record)
         return record.public()
 
-    def _needs_refresh(self, record: TaskRecord) -> bool:
-        if record.is_final or record.provider is None or record.provider_task_id is None:
-            return False
-        return (
-            record.polled_at is None
-            or time.time() - record.polled_at >= self._status.poll_interval_s
-        )
-
-    async def _refresh_once(self, record: TaskRecord) -> TaskRecord:
-        """One upstream read per task at a time in this process; others wait for its result."""
-        running = self._inflight.get(record.id)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[TaskRecord] = asyncio.get_running_loop().create_future()
-        self._inflight[record.id] = future
-        try:
-            refreshed = await self._refresh(record)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters may be none
-            raise
-        else:
-            future.set_result(refreshed)
-            return refreshed
-        finally:
-            del self._inflight[record.id]
-
-    async def _refresh(self, record: TaskRecord) -> TaskRecord:
-        adapter = self._router.adapter(record.provider or "")
-        if adapter is None or record.provider_task_id is None:
-            logger.warning("task's provider is no longer configured", extra={"task_id": record.id})
-            return record
-        record.polled_at = time.time()
-        try:
-            upstream = await adapter.status(record.provider_task_id)
-        except ProviderError as exc:
-            # A failed read changes nothing: serve what is stored and try again next interval.
-            logger.warning(
-                "upstream status failed",
-                extra={"task_id": record.id, "provider": record.provider, "outcome": exc.outcome},
-            )
-            upstream = None
-        if upstream is not None:
-            self._apply(record, upstream)
-            if record.is_final and not _refused_content(record):
-                await self._health.record_task(
-                    record.provider or "", completed=record.status is TaskStatus.COMPLETED
-                )
-        if not record.is_final and time.time() - record.created_at > self._status.deadline_s:
-            record.finish(
-                TaskStatus.FAILED,
-                error=TaskError(code="timeout", message="the task did not finish in time"),
-            )
-        await self._store.save(record)
-        return record
-
-    @staticmethod
-    def _apply(record: TaskRecord, upstream: UpstreamStatus) -> None:
-        if upstream.status is TaskStatus.COMPLETED:
-            record.finish(TaskStatus.COMPLETED, video_url=upstream.video_url)
-        elif upstream.status is TaskStatus.FAILED:
-            record.finish(
-                TaskStatus.FAILED,
-                error=TaskError(
-                    code=upstream.error_code or "generation_failed",
-                    message=upstream.error_message or "the upstream reported a failure",
-                ),
-            )
-        elif upstream.status != record.status:
-            record.status = upstream.status
-            record.updated_at = now_s()
-
-
-def _refused_content(record: TaskRecord) -> bool:
-    """A content refusal says nothing about the reseller's health."""
-    return record.error is not None and record.error.code == "content_rejected"
+    async def callback(self, provider: str, token: str) -> None:
+        """An upstream says a task changed. Only a hint: the status is read from the upstream,
+        never taken from the callback's body."""
+        task_id = await self._store.task_for_callback(token)
+        record = await self._store.get(task_id) if task_id else None
+        if record is None or record.provider != provider:
+            raise NotFound("no such callback")
+        if self._refresher.due(record):
+            await self._refresher.refresh(record)

@@ -22,10 +22,73 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gateway.errors import StoreUnavailable
-from gateway.schemas import Attempt, Problem, Task, TaskError
+from gateway.schemas import Attempt, Problem, RoutingOverrides, Task, TaskError
 from providers.base import TaskStatus, VideoJob
 
 KEY_PREFIX = "gw"
+
+# Saves that must never undo a final state: a slower poller holding an older answer loses.
+_SAVE_UNLESS_FINAL = """
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+local status = cjson.decode(current)['status']
+if status == 'completed' or status == 'failed' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+return 1
+"""
+
+# The one transition to a final state (compare-and-set), with what must happen exactly once
+# in the same atomic step: leave the poll schedule and, if asked, queue the webhook.
+# KEYS: task, due-set[, delivery, deliveries-due]. ARGV: record, task id[, delivery,
+# delivery id, deliver-at, delivery ttl]. Returns 1 when this call made the task final.
+_FINALIZE = """
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+local status = cjson.decode(current)['status']
+if status == 'completed' or status == 'failed' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+redis.call('ZREM', KEYS[2], ARGV[2])
+if #KEYS > 2 then
+  redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[6])
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+end
+return 1
+"""
+
+# Claim due members of a schedule: push their score to the lease's end, so another instance
+# takes them over only if this one does not finish (or reschedule) them in time.
+_CLAIM_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
+return ids
+"""
+
+
+class Keys:
+    """Every Redis key the gateway uses, in one place."""
+
+    @staticmethod
+    def task(task_id: str) -> str:
+        return f"{KEY_PREFIX}:task:{task_id}"
+
+    @staticmethod
+    def poll_lock(task_id: str) -> str:
+        return f"{KEY_PREFIX}:poll:{task_id}"
+
+    @staticmethod
+    def resubmit_lock(task_id: str, number: int) -> str:
+        return f"{KEY_PREFIX}:resubmit:{task_id}:{number}"
+
+    POLL_DUE = f"{KEY_PREFIX}:due:poll"
+    WEBHOOKS_DUE = f"{KEY_PREFIX}:due:webhooks"
+
+    @staticmethod
+    def callback(token: str) -> str:
+        return f"{KEY_PREFIX}:callback:{token}"
+
+    @staticmethod
+    def webhook(delivery_id: str) -> str:
+        return f"{KEY_PREFIX}:webhook:{delivery_id}"
 
 
 def new_task_id() -> str:
@@ -63,6 +126,10 @@ class TaskRecord(BaseModel):
     completed_at: int | None = None
     polled_at: float | None = None
     """When the upstream was last asked for this task's status (Unix seconds, fractional)."""
+    routing: RoutingOverrides | None = None
+    """The request's routing overrides, kept for a resubmission."""
+    resubmits: int = 0
+    callback_token: str | None = None
 
     @classmethod
     def new(
@@ -72,9 +139,11 @@ class TaskRecord(BaseModel):
         *,
         webhook_url: str | None,
         metadata: dict[str, str],
+        routing: RoutingOverrides | None = None,
     ) -> TaskRecord:
         created = now_s()
         return cls(
+            routing=routing,
             id=new_task_id(),
             client=client,
             job=job,
@@ -111,8 +180,11 @@ class TaskRecord(BaseModel):
 
     def public(self) -> Task:
         return Task.model_validate(
-            self.model_dump(exclude={"client", "job", "webhook_url", "polled_at"})
-        )
+            self.model_dump(
+                exclude={"client", "job", "webhook_url", "polled_at", "routing", "resubmits",
+                         "callback_token"}
+            )
+        )  # fmt: skip
 
 
 def connect(url: str) -> Redis:
@@ -137,44 +209,112 @@ async def translated() -> AsyncIterator[None]:
 
 
 class TaskStore:
-    """Tasks by public id. Writes keep the TTL given at creation."""
+    """Tasks by public id, and the schedule of their status polls.
+
+    Writes keep the TTL given at creation. A task's move to a final state happens once
+    (:meth:`finalize`); later saves never undo it.
+    """
 
     def __init__(self, redis: Redis, *, ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self._save_unless_final = redis.register_script(_SAVE_UNLESS_FINAL)
+        self._finalize = redis.register_script(_FINALIZE)
+        self._claim_due = redis.register_script(_CLAIM_DUE)
+
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
 
     @staticmethod
     def task_key(task_id: str) -> str:
-        return f"{KEY_PREFIX}:task:{task_id}"
+        return Keys.task(task_id)
 
     async def ping(self) -> None:
         async with translated():
             await self._redis.ping()
 
-    async def create(self, record: TaskRecord) -> None:
-        """Write a new task; refuses (StoreUnavailable) when Redis cannot take it."""
-        async with translated():
-            created = await self._redis.set(
-                self.task_key(record.id), record.model_dump_json(), ex=self._ttl_s, nx=True
-            )
+    async def create(self, record: TaskRecord, *, check_at: float) -> None:
+        """Write a new task and put it on the poll schedule at ``check_at`` (where a create
+        that never finished is found); refuses (StoreUnavailable) when Redis cannot take it."""
+        async with translated(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(Keys.task(record.id), record.model_dump_json(), ex=self._ttl_s, nx=True)
+            pipe.zadd(Keys.POLL_DUE, {record.id: check_at})
+            if record.callback_token:
+                pipe.set(Keys.callback(record.callback_token), record.id, ex=self._ttl_s)
+            created, *_ = await pipe.execute()
         if not created:
             # 128 random bits do not collide; a duplicate means a bug, so fail loudly.
             raise RuntimeError(f"task id collision: {record.id}")
 
-    async def save(self, record: TaskRecord) -> None:
-        """Overwrite an existing task, keeping its TTL."""
+    async def save(self, record: TaskRecord) -> bool:
+        """Overwrite a task that is not final yet, keeping its TTL. False when the stored task
+        is already final (or gone): the caller holds a stale copy."""
         async with translated():
-            await self._redis.set(self.task_key(record.id), record.model_dump_json(), keepttl=True)
+            saved = await self._save_unless_final(
+                keys=[Keys.task(record.id)], args=[record.model_dump_json()]
+            )
+        return int(saved) == 1
+
+    async def finalize(
+        self, record: TaskRecord, webhook: tuple[str, str, float] | None = None
+    ) -> bool:
+        """Store ``record`` (final) unless the task is final already; True when this call made
+        it final. ``webhook`` is (delivery id, delivery JSON, deliver at), queued atomically."""
+        keys = [Keys.task(record.id), Keys.POLL_DUE]
+        args: list[str | float | int] = [record.model_dump_json(), record.id]
+        if webhook is not None:
+            delivery_id, delivery, at = webhook
+            keys += [Keys.webhook(delivery_id), Keys.WEBHOOKS_DUE]
+            args += [delivery, delivery_id, at, self._ttl_s]
+        async with translated():
+            done = await self._finalize(keys=keys, args=args)
+        return int(done) == 1
 
     async def get(self, task_id: str) -> TaskRecord | None:
         async with translated():
-            raw = await self._redis.get(self.task_key(task_id))
+            raw = await self._redis.get(Keys.task(task_id))
         if raw is None:
             return None
         try:
             return TaskRecord.model_validate_json(raw)
         except ValidationError as exc:
             raise RuntimeError(f"unreadable task record {task_id}") from exc
+
+    async def task_for_callback(self, token: str) -> str | None:
+        async with translated():
+            task_id = await self._redis.get(Keys.callback(token))
+        return task_id.decode() if isinstance(task_id, bytes) else task_id
+
+    async def take_poll_turn(self, task_id: str, interval_s: float) -> bool:
+        """One upstream status read per task per interval, whichever instance asks."""
+        async with translated():
+            won = await self._redis.set(
+                Keys.poll_lock(task_id), "1", nx=True, px=max(1, int(interval_s * 1000))
+            )
+        return bool(won)
+
+    async def take_resubmission(self, task_id: str, number: int) -> bool:
+        """Exactly one instance may resubmit a failed generation (it is a paid call)."""
+        async with translated():
+            won = await self._redis.set(
+                Keys.resubmit_lock(task_id, number), "1", nx=True, ex=self._ttl_s
+            )
+        return bool(won)
+
+    async def schedule(self, task_id: str, at: float) -> None:
+        async with translated():
+            await self._redis.zadd(Keys.POLL_DUE, {task_id: at})
+
+    async def unschedule(self, task_id: str) -> None:
+        async with translated():
+            await self._redis.zrem(Keys.POLL_DUE, task_id)
+
+    async def claim_due(self, schedule: str, now: float, lease_s: float, limit: int) -> list[str]:
+        """Members of ``schedule`` due by ``now``, leased to the caller for ``lease_s``."""
+        async with translated():
+            ids = await self._claim_due(keys=[schedule], args=[now, now + lease_s, limit])
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 
 class IdempotencyRecord(BaseModel):

@@ -4,7 +4,7 @@ in ``tests/e2e``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from gateway.config import Settings, resolve_secrets, settings_from_mapping
 from providers.sandbox import apiinone as sandbox_apiinone
 from providers.sandbox import runapi as sandbox_runapi
 from providers.sandbox.engine import Knobs, SandboxState
+from tests.scrape import Scrape
 
 CLIENT_KEY = "client-key-for-tests"
 OTHER_KEY = "other-client-key-for-tests"
@@ -28,6 +29,7 @@ ENV = {
     "RUNAPI_API_KEY": "sandbox-runapi-key",
     "APIINONE_API_KEY": "sandbox-apiinone-key",
 }
+WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNpZ25pbmcta2V5LTAwMDA="
 FAST = Knobs(queue_s=0.0, complete_after_s=0.0)
 IMAGE = "https://example.com/first-frame.png"
 
@@ -41,7 +43,8 @@ def base_config(redis_url: str) -> dict[str, Any]:
                 {"name": "other", "key_env": "GATEWAY_KEY_OTHER"},
             ]
         },
-        "status": {"poll_interval_s": 1},
+        # Lookups drive refreshes here; tests of the background poller switch it on.
+        "status": {"poll_interval_s": 1, "background_polling": False},
         "providers": {
             "runapi": {
                 "kind": "runapi",
@@ -67,7 +70,10 @@ def base_config(redis_url: str) -> dict[str, Any]:
     }
 
 
-def asgi(app: Litestar) -> httpx.ASGITransport:
+ASGIApp = Callable[..., Awaitable[None]]
+
+
+def asgi(app: Litestar | ASGIApp) -> httpx.ASGITransport:
     # Litestar's precise ASGI types do not unify with httpx's loose ones; the app is ASGI.
     return httpx.ASGITransport(app=app)  # type: ignore[arg-type]
 
@@ -88,6 +94,17 @@ class Harness:
     async def read(self, task_id: str, key: str = CLIENT_KEY) -> httpx.Response:
         return await self.client.get(f"/v1/videos/{task_id}", headers=self.headers(key))
 
+    async def stop(self) -> None:
+        """Shut this instance down (its lifespan ends), as a stopped process would."""
+        await self.client.__aexit__(None, None, None)
+        self.client.closed_by_test = True  # type: ignore[attr-defined]
+
+    async def scrape(self) -> Scrape:
+        """``GET /metrics``, parsed: what Prometheus would see."""
+        response = await self.client.get("/metrics")
+        assert response.status_code == 200
+        return Scrape(response.text)
+
     @property
     def upstream_creates(self) -> int:
         return self.runapi.counters.create_calls + self.apiinone.counters.create_calls
@@ -102,19 +119,34 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
     opened: list[AsyncTestClient[Any]] = []
 
     async def make(
-        knobs: Knobs = FAST, redis_url_override: str | None = None, **sections: Any
+        knobs: Knobs = FAST,
+        redis_url_override: str | None = None,
+        webhooks: ASGIApp | None = None,
+        sandboxes: tuple[SandboxState, SandboxState] | None = None,
+        **sections: Any,
     ) -> Harness:
+        """``webhooks``: an ASGI app receiving webhooks (and a signing secret is set);
+        ``sandboxes``: share the simulated resellers of another harness (a second instance)."""
         data = base_config(redis_url_override or redis_url)
         for section, values in sections.items():
-            data[section] = {**data.get(section, {}), **values}
+            name = section.rstrip("_")  # ``webhooks_=`` names the config section
+            data[name] = {**data.get(name, {}), **values}
         settings = settings_from_mapping(data, {})
-        runapi = SandboxState("runapi", ENV["RUNAPI_API_KEY"], knobs)
-        apiinone = SandboxState("apiinone", ENV["APIINONE_API_KEY"], knobs)
+        runapi, apiinone = sandboxes or (
+            SandboxState("runapi", ENV["RUNAPI_API_KEY"], knobs),
+            SandboxState("apiinone", ENV["APIINONE_API_KEY"], knobs),
+        )
         transports = {
             "runapi": asgi(sandbox_runapi.create_app(runapi)),
             "apiinone": asgi(sandbox_apiinone.create_app(apiinone)),
         }
-        app = create_app(settings, resolve_secrets(settings, ENV), transports=transports)
+        env = {**ENV, "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET} if webhooks else ENV
+        app = create_app(
+            settings,
+            resolve_secrets(settings, env),
+            transports=transports,
+            webhook_transport=asgi(webhooks) if webhooks else None,
+        )
         client = AsyncTestClient(app)
         await client.__aenter__()
         opened.append(client)
@@ -122,7 +154,8 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
 
     yield make
     for client in opened:
-        await client.__aexit__(None, None, None)
+        if not getattr(client, "closed_by_test", False):
+            await client.__aexit__(None, None, None)
 
 
 @pytest.fixture

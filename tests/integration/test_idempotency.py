@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from gateway.schemas import Attempt
 from gateway.store import IdempotencyRecord, IdempotencyStore, TaskRecord, TaskStore
 from providers.base import VideoJob
 from tests.integration.conftest import IMAGE, OTHER_KEY, Harness
@@ -76,8 +77,8 @@ async def test_a_key_held_by_a_dead_request_replays_504_when_a_call_may_have_gon
     fingerprint = (await _record(redis, "probe")).fingerprint
     record = TaskRecord.new("demo", VideoJob(prompt="p", image=IMAGE), webhook_url=None,
                             metadata={})  # fmt: skip
-    record.attempts = [{"provider": "runapi", "outcome": "pending"}]  # type: ignore[list-item]
-    await TaskStore(redis, ttl_s=60).create(TaskRecord.model_validate(record.model_dump()))
+    record.attempts = [Attempt(provider="runapi", outcome="pending")]
+    await TaskStore(redis, ttl_s=60).create(record, check_at=time.time() + 3600)
     stale = IdempotencyRecord(
         state="in_flight", fingerprint=fingerprint, task_id=record.id, started_at=time.time() - 3600
     )

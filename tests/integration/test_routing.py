@@ -112,7 +112,9 @@ async def test_providers_needs_a_key(harness: Harness) -> None:
 async def test_failed_generations_count_against_the_provider(
     harness_factory: Callable[..., Any],
 ) -> None:
-    h: Harness = await harness_factory(routing={"circuit": {"failures_to_open": 2}})
+    h: Harness = await harness_factory(
+        routing={"circuit": {"failures_to_open": 2}}, status={"resubmit_failed": 0}
+    )
     for _ in range(2):
         task_id = (await h.create({**BODY, "prompt": "x [sandbox:fail]"})).json()["id"]
         assert (await h.read(task_id)).json()["status"] == "failed"

@@ -5,7 +5,7 @@ from redis.asyncio import Redis
 
 from gateway.errors import StoreUnavailable
 from gateway.schemas import Attempt
-from gateway.store import TaskRecord, TaskStore, connect, new_task_id
+from gateway.store import Keys, TaskRecord, TaskStore, connect, new_task_id
 from providers.base import TaskStatus, VideoJob
 
 JOB = VideoJob(prompt="a lighthouse at dusk", image="https://example.com/a.png")
@@ -24,14 +24,14 @@ def test_task_ids_are_opaque_and_unique() -> None:
 async def test_created_task_reads_back_equal(redis: Redis) -> None:
     store = TaskStore(redis, ttl_s=3600)
     record = new_record()
-    await store.create(record)
+    await store.create(record, check_at=0)
     assert await store.get(record.id) == record
 
 
 async def test_created_task_expires_after_the_configured_ttl(redis: Redis) -> None:
     store = TaskStore(redis, ttl_s=3600)
     record = new_record()
-    await store.create(record)
+    await store.create(record, check_at=0)
     ttl = await redis.ttl(TaskStore.task_key(record.id))
     assert 3590 <= ttl <= 3600
 
@@ -39,7 +39,7 @@ async def test_created_task_expires_after_the_configured_ttl(redis: Redis) -> No
 async def test_save_keeps_the_ttl_set_at_creation(redis: Redis) -> None:
     store = TaskStore(redis, ttl_s=3600)
     record = new_record()
-    await store.create(record)
+    await store.create(record, check_at=0)
     await redis.expire(TaskStore.task_key(record.id), 100)
     record.attempts = [Attempt(provider="runapi", outcome="accepted", latency_ms=5)]
     await store.save(record)
@@ -57,7 +57,7 @@ async def test_final_task_drops_its_job_but_keeps_the_mapping(redis: Redis) -> N
     store = TaskStore(redis, ttl_s=3600)
     record = new_record()
     record.provider, record.provider_task_id = "runapi", "up-1"
-    await store.create(record)
+    await store.create(record, check_at=0)
     record.finish(TaskStatus.COMPLETED, video_url="https://cdn.example/v.mp4")
     await store.save(record)
     saved = await store.get(record.id)
@@ -82,7 +82,42 @@ async def test_unreachable_redis_is_store_unavailable() -> None:
     client = connect("redis://127.0.0.1:1/0")
     store = TaskStore(client, ttl_s=60)
     with pytest.raises(StoreUnavailable):
-        await store.create(new_record())
+        await store.create(new_record(), check_at=0)
     with pytest.raises(StoreUnavailable):
         await store.get(new_task_id())
     await client.aclose()
+
+
+async def test_claimed_schedule_entries_are_taken_over_when_the_lease_runs_out(
+    redis: Redis,
+) -> None:
+    store = TaskStore(redis, ttl_s=60)
+    record = new_record()
+    await store.create(record, check_at=0)
+    assert await store.claim_due(Keys.POLL_DUE, now=10, lease_s=5, limit=10) == [record.id]
+    # Leased to the first claimer: nobody else gets it before the lease ends...
+    assert await store.claim_due(Keys.POLL_DUE, now=14, lease_s=5, limit=10) == []
+    # ...and if that claimer died, the next instance takes it over.
+    assert await store.claim_due(Keys.POLL_DUE, now=15, lease_s=5, limit=10) == [record.id]
+
+
+async def test_a_final_task_is_finalized_once_and_never_overwritten(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=60)
+    record = new_record()
+    await store.create(record, check_at=0)
+    stale = record.model_copy(deep=True)
+    record.finish(TaskStatus.COMPLETED, video_url="https://cdn.example/v.mp4")
+    assert await store.finalize(record) is True
+    assert await store.finalize(record) is False  # a second poller loses
+    stale.status = TaskStatus.IN_PROGRESS
+    assert await store.save(stale) is False  # an older answer cannot undo it
+    saved = await store.get(record.id)
+    assert saved is not None
+    assert saved.status is TaskStatus.COMPLETED
+    assert await redis.zscore(Keys.POLL_DUE, record.id) is None
+
+
+async def test_one_poll_turn_per_interval(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=60)
+    turns = [await store.take_poll_turn("vid_x", interval_s=5) for _ in range(3)]
+    assert turns == [True, False, False]

@@ -1,0 +1,223 @@
+"""Webhooks: a final task POSTed to its ``webhook_url``, signed the Standard Webhooks way.
+
+Deliveries are queued in Redis atomically with the task's move to a final state
+(``TaskStore.finalize``), so each final state queues exactly one delivery and a restart loses
+none. Delivery is at least once: a non-2xx answer or a timeout is retried after 5 s, then with
+growing delays (``webhooks.retry_delays_s``; 8 tries over about 64 minutes by default). Every
+retry carries the same ``webhook-id``, so receivers can drop duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from gateway.config import WebhookSettings
+from gateway.errors import StoreUnavailable
+from gateway.metrics import Metrics, WebhookOutcome
+from gateway.store import Keys, TaskRecord, TaskStore, translated
+
+logger = logging.getLogger(__name__)
+
+LEASE_S = 60.0
+TICK_S = 0.5
+BATCH = 32
+
+
+class WebhookDelivery(BaseModel):
+    id: str
+    """The ``webhook-id``: the same on every try."""
+    task_id: str
+    url: str
+    payload: str
+    """The task object's JSON as it was when the task became final."""
+    attempt: int = 0
+    created_at: float
+    last_error: str | None = None
+
+
+def new_delivery(record: TaskRecord, url: str) -> WebhookDelivery:
+    return WebhookDelivery(
+        id="msg_" + secrets.token_urlsafe(18),
+        task_id=record.id,
+        url=url,
+        payload=record.public().model_dump_json(),
+        created_at=time.time(),
+    )
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key: the base64-decoded part of ``whsec_<base64>``."""
+    return base64.b64decode(secret.removeprefix("whsec_"))
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: str) -> str:
+    """``v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>``"""
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def retry_delay_s(attempt: int, delays: list[float]) -> float:
+    """Wait after the ``attempt``-th failed try (1-based); the last delay repeats."""
+    return delays[min(attempt, len(delays)) - 1]
+
+
+async def points_at_self(url: str, listen_host: str, listen_port: int) -> bool:
+    """Does ``url`` resolve to the gateway's own listen address (a webhook loop)?"""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.hostname is None or port != listen_port:
+        return False
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM), timeout=2.0
+        )
+    except (OSError, TimeoutError):
+        return False  # it does not resolve here, so it cannot reach us
+    targets = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+    own = ipaddress.ip_address(listen_host) if _is_ip(listen_host) else None
+    if own is None or own.is_unspecified:
+        # Listening on every address (or on a name): any loopback or local address is us.
+        return any(t.is_loopback or str(t) in _local_addresses() for t in targets)
+    return own in targets or (own.is_loopback and any(t.is_loopback for t in targets))
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _local_addresses() -> set[str]:
+    try:
+        return {str(i[4][0]) for i in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        return set()
+
+
+class WebhookSender:
+    """Delivers due webhooks; one loop per instance, each delivery leased to one instance."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        store: TaskStore,
+        settings: WebhookSettings,
+        secret: str,
+        listen_host: str,
+        listen_port: int,
+        *,
+        metrics: Metrics,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._metrics = metrics
+        self._redis = redis
+        self._store = store
+        self._settings = settings
+        self._key = signing_key(secret)
+        self._listen = (listen_host, listen_port)
+        self._client = httpx.AsyncClient(
+            timeout=settings.timeout_s, follow_redirects=False, transport=transport
+        )
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        """Deliver until :meth:`stop`; errors are logged and the loop goes on."""
+        while not self._stop.is_set():
+            due: list[str] = []
+            try:
+                due = await self._store.claim_due(Keys.WEBHOOKS_DUE, time.time(), LEASE_S, BATCH)
+            except StoreUnavailable:
+                self._metrics.redis_error("webhooks")
+                logger.warning("webhook queue unreachable; retrying")
+            results = await asyncio.gather(*(self._deliver(d) for d in due), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    logger.error("webhook delivery step failed", exc_info=result)
+            if len(due) < BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), TICK_S)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self._client.aclose()
+
+    async def _load(self, delivery_id: str) -> WebhookDelivery | None:
+        async with translated():
+            raw = await self._redis.get(Keys.webhook(delivery_id))
+        return WebhookDelivery.model_validate_json(raw) if raw else None
+
+    async def _deliver(self, delivery_id: str) -> None:
+        delivery = await self._load(delivery_id)
+        if delivery is None:
+            await self._forget(delivery_id)
+            return
+        delivery.attempt += 1
+        outcome, error = await self._post(delivery)
+        self._metrics.webhook_delivery(outcome)
+        if error is None:
+            logger.info("webhook delivered", extra={"task_id": delivery.task_id,
+                                                    "attempt": delivery.attempt})  # fmt: skip
+            await self._forget(delivery_id)
+            return
+        delivery.last_error = error
+        if delivery.attempt >= self._settings.max_attempts:
+            self._metrics.webhook_delivery("abandoned")
+            logger.error(
+                "webhook given up",
+                extra={"task_id": delivery.task_id, "attempts": delivery.attempt, "error": error},
+            )
+            await self._forget(delivery_id, keep=delivery)
+            return
+        at = time.time() + retry_delay_s(delivery.attempt, self._settings.retry_delays_s)
+        async with translated(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(Keys.webhook(delivery_id), delivery.model_dump_json(), keepttl=True)
+            pipe.zadd(Keys.WEBHOOKS_DUE, {delivery_id: at})
+            await pipe.execute()
+        logger.warning("webhook failed; will retry", extra={
+            "task_id": delivery.task_id, "attempt": delivery.attempt, "error": error})  # fmt: skip
+
+    async def _post(self, delivery: WebhookDelivery) -> tuple[WebhookOutcome, str | None]:
+        """The outcome, and why it failed (None on success)."""
+        if await points_at_self(delivery.url, *self._listen):
+            return "rejected", "refused: the URL points at this gateway"
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self._key, delivery.id, timestamp, delivery.payload),
+        }
+        try:
+            response = await self._client.post(delivery.url, content=delivery.payload,
+                                               headers=headers)  # fmt: skip
+        except httpx.HTTPError as exc:
+            return "unreachable", type(exc).__name__
+        if response.is_success:
+            return "delivered", None
+        return "rejected", f"HTTP {response.status_code}"
+
+    async def _forget(self, delivery_id: str, keep: WebhookDelivery | None = None) -> None:
+        async with translated(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(Keys.WEBHOOKS_DUE, delivery_id)
+            if keep is None:
+                pipe.delete(Keys.webhook(delivery_id))
+            else:  # a dead letter: kept (with its TTL) for an operator to look at
+                pipe.set(Keys.webhook(delivery_id), keep.model_dump_json(), keepttl=True)
+            await pipe.execute()

@@ -1,0 +1,223 @@
+"""Status refresh, the background poller, webhooks, callbacks and resubmission, through the
+real app on a real Redis with the simulated resellers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gateway.store import Keys, TaskRecord
+from providers.sandbox.engine import Knobs
+from tests.integration.conftest import IMAGE, WEBHOOK_SECRET, Harness
+
+BODY = {"prompt": "a lantern festival", "image": IMAGE}
+SLOW = Knobs(queue_s=0.0, complete_after_s=30.0)
+
+
+class Receiver:
+    """A webhook receiver (plain ASGI) that records every delivery and can fail the first ones."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.fail_first = fail_first
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.calls.append(({k.decode(): v.decode() for k, v in scope["headers"]}, body))
+        status = 500 if len(self.calls) <= self.fail_first else 204
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def verify(headers: dict[str, str], body: bytes) -> bool:
+    """The Standard Webhooks check, written from the spec (not with the gateway's code)."""
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(sig.split(",", 1)[1] == expected for sig in headers["webhook-signature"].split(" "))
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 8.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_webhook_is_delivered_signed_without_any_lookup_and_retried_after_a_500(
+    harness_factory: Callable[..., Any],
+) -> None:
+    receiver = Receiver(fail_first=1)
+    h: Harness = await harness_factory(
+        webhooks=receiver,
+        status={"background_polling": True},
+        webhooks_={"retry_delays_s": [0.2]},
+    )
+    task = (await h.create({**BODY, "webhook_url": "https://hooks.example/videos"})).json()
+    await until(lambda: len(receiver.calls) == 2)
+    (first_headers, first_body), (headers, body) = receiver.calls
+    assert headers["webhook-id"] == first_headers["webhook-id"]  # one message, tried twice
+    assert body == first_body
+    assert verify(headers, body)
+    delivered = json.loads(body)
+    assert delivered["id"] == task["id"]
+    assert delivered["status"] == "completed"
+    assert delivered["video_url"]
+
+
+async def test_two_instances_deliver_one_final_webhook_once(
+    harness_factory: Callable[..., Any],
+) -> None:
+    receiver = Receiver()
+    first: Harness = await harness_factory(
+        knobs=Knobs(queue_s=0, complete_after_s=1.0),
+        webhooks=receiver,
+        status={"background_polling": True},
+    )
+    second: Harness = await harness_factory(
+        webhooks=receiver,
+        status={"background_polling": True},
+        sandboxes=(first.runapi, first.apiinone),
+    )
+    ids = [(await h.create({**BODY, "webhook_url": "https://hooks.example/v"})).json()["id"]
+           for h in (first, second, first)]  # fmt: skip
+    await until(lambda: len(receiver.calls) >= 3)
+    await asyncio.sleep(1.5)  # time for any duplicate to show up
+    delivered = [json.loads(body)["id"] for _, body in receiver.calls]
+    assert sorted(delivered) == sorted(ids)
+
+
+async def test_webhook_url_pointing_at_the_gateway_itself_is_refused(
+    harness_factory: Callable[..., Any],
+) -> None:
+    h: Harness = await harness_factory(webhooks=Receiver())
+    for url in ("http://127.0.0.1:8080/hook", "http://localhost:8080/v1/videos"):
+        response = await h.create({**BODY, "webhook_url": url})
+        assert response.status_code == 422, url
+        assert response.json()["errors"][0]["field"] == "webhook_url"
+    assert (await h.create({**BODY, "webhook_url": "http://127.0.0.1:9/hook"})).status_code == 202
+    assert h.upstream_creates == 1
+
+
+async def test_webhook_url_without_a_signing_secret_is_refused(harness: Harness) -> None:
+    response = await harness.create({**BODY, "webhook_url": "https://hooks.example/v"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "webhook_url"
+    assert harness.upstream_creates == 0
+
+
+async def test_background_poller_finishes_tasks_nobody_asks_about(
+    harness_factory: Callable[..., Any], redis: Redis
+) -> None:
+    h: Harness = await harness_factory(status={"background_polling": True})
+    task_id = (await h.create(BODY)).json()["id"]
+
+    async def stored_status() -> str:
+        raw = await redis.get(Keys.task(task_id))
+        assert raw is not None
+        return TaskRecord.model_validate_json(raw).status.value
+
+    deadline = time.monotonic() + 8
+    while await stored_status() != "completed":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert await redis.zscore(Keys.POLL_DUE, task_id) is None  # off the schedule once final
+
+
+async def test_failed_generation_is_resubmitted_under_the_same_id(harness: Harness) -> None:
+    harness.runapi.update_knobs({"task_outcome": "failed"})
+    task = (await harness.create(BODY)).json()
+    after = (await harness.read(task["id"])).json()
+    assert after["id"] == task["id"]
+    assert after["provider"] == "apiinone"
+    assert after["status"] in ("queued", "in_progress")
+    assert [(a["provider"], a["outcome"]) for a in after["attempts"]] == [
+        ("runapi", "accepted"),
+        ("runapi", "generation_failed"),
+        ("apiinone", "accepted"),
+    ]
+    await asyncio.sleep(1.0)  # the poll interval
+    final = (await harness.read(task["id"])).json()
+    assert final["status"] == "completed"
+    assert harness.apiinone.counters.accepted_creates == 1
+
+
+async def test_resubmission_happens_once_then_the_failure_stands(harness: Harness) -> None:
+    task = (await harness.create({**BODY, "prompt": "x [sandbox:fail]"})).json()
+    await harness.read(task["id"])
+    await asyncio.sleep(1.0)
+    final = (await harness.read(task["id"])).json()
+    assert final["status"] == "failed"
+    assert final["error"]["code"] == "generation_failed"
+    assert harness.upstream_creates == 2
+
+
+async def test_no_resubmission_when_switched_off(harness_factory: Callable[..., Any]) -> None:
+    h: Harness = await harness_factory(status={"resubmit_failed": 0})
+    h.runapi.update_knobs({"task_outcome": "failed"})
+    task = (await h.create(BODY)).json()
+    assert (await h.read(task["id"])).json()["status"] == "failed"
+    assert h.upstream_creates == 1
+
+
+async def test_task_past_the_deadline_fails_with_timeout(
+    harness_factory: Callable[..., Any],
+) -> None:
+    h: Harness = await harness_factory(status={"deadline_s": 0.5})
+    task = (await h.create({**BODY, "prompt": "y [sandbox:slow]"})).json()
+    await asyncio.sleep(1.1)
+    final = (await h.read(task["id"])).json()
+    assert final["status"] == "failed"
+    assert final["error"]["code"] == "timeout"
+
+
+async def test_callback_is_a_hint_that_triggers_one_status_read(
+    harness_factory: Callable[..., Any], redis: Redis
+) -> None:
+    h: Harness = await harness_factory(
+        knobs=SLOW, server={"public_url": "https://gw.example"}, status={"poll_interval_s": 1}
+    )
+    task = (await h.create(BODY)).json()
+    record = TaskRecord.model_validate_json(await redis.get(Keys.task(task["id"])) or b"")
+    token = record.callback_token
+    assert token
+    url = f"/v1/callbacks/runapi/{token}"
+    # The body is never trusted: a forged "completed" changes nothing.
+    response = await h.client.post(url, json={"id": "x", "status": "completed"})
+    assert response.status_code == 204
+    assert h.runapi.counters.status_calls == 1
+    assert (await h.client.post(url, json={})).status_code == 204
+    assert h.runapi.counters.status_calls == 1  # within the poll interval
+    assert (await h.read(task["id"])).json()["status"] != "completed"
+    assert (await h.client.post(f"/v1/callbacks/apiinone/{token}")).status_code == 404
+    assert (await h.client.post("/v1/callbacks/runapi/not-a-token")).status_code == 404
+
+
+async def test_pending_webhooks_survive_a_restart(harness_factory: Callable[..., Any]) -> None:
+    failing = Receiver(fail_first=100)
+    first: Harness = await harness_factory(
+        webhooks=failing, status={"background_polling": True},
+        webhooks_={"retry_delays_s": [0.3]},
+    )  # fmt: skip
+    await first.create({**BODY, "webhook_url": "https://hooks.example/v"})
+    await until(lambda: len(failing.calls) >= 1)
+    await first.stop()
+    healthy = Receiver()
+    await harness_factory(
+        webhooks=healthy, status={"background_polling": True},
+        sandboxes=(first.runapi, first.apiinone),
+    )  # fmt: skip
+    await until(lambda: len(healthy.calls) == 1)
+    assert json.loads(healthy.calls[0][1])["status"] == "completed"
