@@ -38,6 +38,7 @@ from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
 from gateway.metrics import Metrics
 from gateway.poller import Poller, Refresher
+from gateway.ratelimit import RateLimiter
 from gateway.router import Route, Router
 from gateway.service import ServiceOptions, VideoService
 from gateway.store import IdempotencyStore, TaskStore, connect
@@ -58,6 +59,7 @@ class Resources:
     readiness: Readiness
     catalogue: ProviderCatalogue
     health: Health
+    rate_limiter: RateLimiter
     routes: list[Route]
     loops: list[Poller | WebhookSender]
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -125,6 +127,7 @@ def build_resources(
         readiness=Readiness(store.ping, health, names, metrics=metrics),
         catalogue=ProviderCatalogue(settings, health),
         health=health,
+        rate_limiter=RateLimiter(redis, {k.name: k.rate_per_minute for k in settings.auth.keys}),
         routes=routes,
         loops=loops,
     )

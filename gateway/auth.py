@@ -12,6 +12,7 @@ from litestar.handlers.base import BaseRouteHandler
 from pydantic import SecretStr
 
 from gateway.errors import Unauthorized
+from gateway.ratelimit import RateLimiter
 
 
 class ClientKeys:
@@ -37,8 +38,11 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def require_client(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Litestar guard: runs before the body is read, so an anonymous caller learns nothing."""
+async def require_client(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Litestar guard: identifies the client and takes a rate-limit token, before the body is
+    read, so an anonymous or over-limit caller costs nothing."""
     keys: ClientKeys = connection.app.state.client_keys
     client = keys.identify(connection.headers.get("authorization"))
     if client is None:
@@ -46,6 +50,8 @@ def require_client(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
             "send Authorization: Bearer <client key>", headers={"WWW-Authenticate": "Bearer"}
         )
     connection.state.client = client
+    limiter: RateLimiter = connection.app.state.resources.rate_limiter
+    await limiter.check(client)
 
 
 def current_client(request: Request[Any, Any, Any]) -> str:
