@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -39,6 +39,35 @@ def _http_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PydanticCustomError("url", "must be an http:// or https:// URL")
     return value
+
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+"""The largest decoded data-URI image (the body limit, 12 MiB by default, leaves room for it)."""
+MAGIC: dict[str, Callable[[bytes], bool]] = {
+    "png": lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"),
+    "jpeg": lambda head: head.startswith(b"\xff\xd8\xff"),
+    "webp": lambda head: head[:4] == b"RIFF" and head[8:12] == b"WEBP",
+}
+
+
+def _check_data_uri(value: str) -> None:
+    """Type, encoding, size, and that the bytes are the image type the URI declares."""
+    match = DATA_URI.match(value)
+    if match is None:
+        raise PydanticCustomError(
+            "image", "a data URI must be data:image/{png,jpeg,webp};base64,<data>"
+        )
+    payload = "".join(match["payload"].split())
+    if len(payload) * 3 // 4 > MAX_IMAGE_BYTES:
+        raise PydanticCustomError("image", "a data-URI image must be at most 10 MiB")
+    try:
+        head = binascii.a2b_base64(payload[:16], strict_mode=True)
+        binascii.a2b_base64(payload, strict_mode=True)
+    except binascii.Error as exc:
+        raise PydanticCustomError("image", "the data URI is not valid base64") from exc
+    kind = match[1]
+    if not MAGIC[kind](head):
+        raise PydanticCustomError("image", f"the data is not a {kind} image")
 
 
 class RoutingOverrides(BaseModel):
@@ -85,15 +114,7 @@ class CreateVideoRequest(BaseModel):
         if value is None:
             return None
         if value.startswith("data:"):
-            match = DATA_URI.match(value)
-            if match is None:
-                raise PydanticCustomError(
-                    "image", "a data URI must be data:image/{png,jpeg,webp};base64,<data>"
-                )
-            try:
-                base64.b64decode(match["payload"], validate=False)
-            except binascii.Error as exc:
-                raise PydanticCustomError("image", "the data URI is not valid base64") from exc
+            _check_data_uri(value)
             return value
         if len(value) > 4096:
             raise PydanticCustomError("image", "an image URL must be at most 4096 characters")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -81,6 +82,34 @@ def test_image_accepts_http_urls_and_image_data_uris(image: str) -> None:
 )  # fmt: skip
 def test_image_refuses_other_schemes_and_types(image: str) -> None:
     assert invalid({"prompt": "p", "image": image}) == {"image"}
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
+JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + b"\0" * 64).decode()
+WEBP = base64.b64encode(b"RIFF\0\0\0\0WEBPVP8 " + b"\0" * 64).decode()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [f"data:image/png;base64,{PNG}", f"data:image/jpeg;base64,{JPEG}",
+     f"data:image/webp;base64,{WEBP}"],
+)  # fmt: skip
+def test_data_uri_images_of_each_type_are_accepted(uri: str) -> None:
+    assert CreateVideoRequest.model_validate({"prompt": "p", "image": uri}).image == uri
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [f"data:image/png;base64,{JPEG}", f"data:image/webp;base64,{PNG}",
+     "data:image/jpeg;base64,PD94bWwgdmVyc2lvbj0iMS4wIj8+"],
+)  # fmt: skip
+def test_data_uri_whose_bytes_are_not_the_declared_type_is_refused(uri: str) -> None:
+    assert invalid({"prompt": "p", "image": uri}) == {"image"}
+
+
+def test_data_uri_over_ten_mib_is_refused() -> None:
+    big = "data:image/png;base64," + PNG + "A" * (14 * 1024 * 1024)
+    assert invalid({"prompt": "p", "image": big}) == {"image"}
 
 
 def test_webhook_url_must_be_http() -> None:
