@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
@@ -13,13 +14,27 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from gateway.auth import current_client, require_client
 from gateway.catalogue import ProviderCatalogue
-from gateway.errors import PROBLEM_JSON, StoreUnavailable
+from gateway.errors import PROBLEM_JSON, BadBody, StoreUnavailable
 from gateway.health import Health, Readiness
 from gateway.idempotency import HEADER, check_key
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.schemas import CreateVideoRequest, Problem, ProviderList, Task
 from gateway.service import VideoService
+
+JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+MAX_CONTAINERS = 64
+"""Objects and arrays one create body may hold. A valid body has a handful (``metadata``,
+``routing``); the cap also bounds nesting depth, which the JSON decoder does not."""
+
+
+async def limit_json_structure(request: Request[Any, Any, Any]) -> None:
+    """Refuse bodies with more objects/arrays than any valid request, before decoding them:
+    a deeply nested body would otherwise exhaust the decoder's recursion."""
+    body = await request.body()
+    outside_strings = JSON_STRING.sub(b"", body)
+    if outside_strings.count(b"{") + outside_strings.count(b"[") > MAX_CONTAINERS:
+        raise BadBody(f"the body holds more than {MAX_CONTAINERS} objects or arrays")
 
 
 def _problem(description: str) -> ResponseSpec:
@@ -36,9 +51,12 @@ class VideoController(Controller):
         "/",
         status_code=HTTP_202_ACCEPTED,
         summary="Create a video task",
+        before_request=limit_json_structure,
         responses={
-            400: _problem("The body is not a JSON object"),
+            400: _problem("The body is not a JSON object, or nests too many values"),
             401: _problem("No key or a wrong key"),
+            413: _problem("payload_too_large"),
+            429: _problem("rate_limited"),
             422: _problem("invalid_request, unsupported or content_rejected"),
             409: _problem("idempotency_key_in_use"),
             502: _problem("upstream_rejected or all_providers_failed"),

@@ -286,3 +286,24 @@ async def test_second_app_on_the_same_redis_answers_lookups(
 
 def test_client_type_is_async(harness: Harness) -> None:
     assert isinstance(harness.client, AsyncTestClient)
+
+
+async def test_deeply_nested_body_is_400_not_a_crash(harness: Harness) -> None:
+    for depth in (70, 1000, 100_000):
+        content = b'{"prompt":"x","extra":' + b"[" * depth + b"]" * depth + b"}"
+        response = await harness.client.post(
+            "/v1/videos",
+            content=content,
+            headers={**harness.headers(), "content-type": "application/json"},
+        )
+        assert response.status_code == 400, depth
+        assert response.json()["code"] == "invalid_request"
+    assert harness.upstream_creates == 0
+
+
+async def test_brackets_inside_strings_do_not_count_toward_the_structure_limit(
+    harness: Harness,
+) -> None:
+    prompt = "[" * 500 + '{"quoted \\" brace"}' + "]" * 500
+    response = await harness.create(body(prompt=prompt[:2000]))
+    assert response.status_code == 202
