@@ -13,7 +13,7 @@ class ProviderCatalogue:
         self._health = health
 
     async def list(self) -> ProviderList:
-        snapshot = await self._health.snapshot()
+        snapshot = await self._health.snapshot(fresh=True)
         now = self._health.now()
         data = []
         for name, cfg in self._settings.providers.items():

@@ -12,6 +12,11 @@ closes the circuit while its failure opens it again.
 Each instance reads all providers' state in one round trip at most every ``refresh_s``
 (0.5 s), so an open circuit is seen everywhere within a second. Each read and each change
 sets the ``gateway_circuit_state`` gauge; Redis failures count in ``gateway_redis_errors_total``.
+
+Failures are written at once. A success that changes no circuit (no failures counted, not
+open) is kept in memory and written with the next snapshot read, so the common create costs
+no health round trip; the price is that another instance's success may reset a failure count
+up to ``refresh_s`` late.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class Verdict(StrEnum):
 class ProviderHealth:
     name: str
     failures: int
+    task_failures: int
     open_until: float
     success_rate: float | None
     latency_p50_ms: float | None
@@ -128,6 +134,8 @@ class Health:
         self._clock = clock
         self._refresh_s = refresh_s
         self._snapshot: dict[str, ProviderHealth] = {}
+        self._pending: dict[str, tuple[list[int], list[float]]] = {}
+        """Successes not yet in Redis: provider → (outcomes, latencies)."""
         self._snapshot_at = -math.inf
         self._refreshing: asyncio.Task[dict[str, ProviderHealth]] | None = None
         self._record_failure = redis.register_script(_RECORD_FAILURE)
@@ -151,9 +159,10 @@ class Health:
     def now(self) -> float:
         return self._clock()
 
-    async def snapshot(self) -> dict[str, ProviderHealth]:
-        """Every provider's health, at most ``refresh_s`` old (one Redis round trip)."""
-        if self._clock() - self._snapshot_at < self._refresh_s:
+    async def snapshot(self, *, fresh: bool = False) -> dict[str, ProviderHealth]:
+        """Every provider's health, at most ``refresh_s`` old (one Redis round trip);
+        ``fresh`` reads it now, with this instance's buffered successes."""
+        if not fresh and self._clock() - self._snapshot_at < self._refresh_s:
             return self._snapshot
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._read())
@@ -165,19 +174,23 @@ class Health:
             translated(),
             self._redis.pipeline(transaction=False) as pipe,
         ):
+            pending, self._pending = self._pending, {}
+            for name, (outcomes, latencies) in pending.items():
+                self._push_samples(pipe, name, outcomes, latencies)
             for name in self._names:
-                pipe.hmget(self.circuit_key(name), "failures", "open_until")
+                pipe.hmget(self.circuit_key(name), "failures", "task_failures", "open_until")
                 pipe.lrange(self.outcomes_key(name), 0, OUTCOME_WINDOW - 1)
                 pipe.lrange(self.latency_key(name), 0, LATENCY_WINDOW - 1)
-            raw = await pipe.execute()
+            raw = (await pipe.execute())[-3 * len(self._names) :]
         snapshot = {}
         for i, name in enumerate(self._names):
-            (failures, open_until), outcomes, latencies = raw[3 * i : 3 * i + 3]
+            (failures, task_failures, open_until), outcomes, latencies = raw[3 * i : 3 * i + 3]
             ok = [int(o) for o in outcomes]
             lat = [float(v) for v in latencies]
             snapshot[name] = ProviderHealth(
                 name=name,
                 failures=int(failures or 0),
+                task_failures=int(task_failures or 0),
                 open_until=float(open_until or 0),
                 success_rate=(sum(ok) / len(ok)) if ok else None,
                 latency_p50_ms=percentile(lat, 0.50),
@@ -215,6 +228,8 @@ class Health:
         if verdict is Verdict.NEUTRAL:
             return
         try:
+            if verdict is Verdict.SUCCESS and await self._buffered(name, "failures", latency_ms):
+                return
             await self._write(name, verdict, error, latency_ms, counter="failures")
         except StoreUnavailable:
             logger.warning("could not record provider health", extra={"provider": name})
@@ -223,9 +238,37 @@ class Health:
         """Feed a task's final outcome: a reseller whose accepted tasks fail is unhealthy too."""
         verdict = Verdict.SUCCESS if completed else Verdict.FAILURE
         try:
+            if verdict is Verdict.SUCCESS and await self._buffered(name, "task_failures", None):
+                return
             await self._write(name, verdict, None, None, counter="task_failures")
         except StoreUnavailable:
             logger.warning("could not record provider health", extra={"provider": name})
+
+    async def _buffered(self, name: str, counter: str, latency_ms: float | None) -> bool:
+        """Keep a success in memory when it changes no circuit (the common case); it reaches
+        Redis with the next snapshot read, at most ``refresh_s`` later. True when buffered."""
+        health = (await self.snapshot()).get(name)
+        clean = (
+            health is not None
+            and health.open_until == 0
+            and (health.failures == 0 if counter == "failures" else health.task_failures == 0)
+        )
+        if clean:
+            outcomes, latencies = self._pending.setdefault(name, ([], []))
+            outcomes.append(1)
+            if latency_ms is not None:
+                latencies.append(round(latency_ms, 1))
+        return clean
+
+    def _push_samples(
+        self, pipe: Any, name: str, outcomes: Sequence[int], latencies: Sequence[float]
+    ) -> None:
+        if outcomes:
+            pipe.lpush(self.outcomes_key(name), *outcomes)
+            pipe.ltrim(self.outcomes_key(name), 0, OUTCOME_WINDOW - 1)
+        if latencies:
+            pipe.lpush(self.latency_key(name), *latencies)
+            pipe.ltrim(self.latency_key(name), 0, LATENCY_WINDOW - 1)
 
     async def _write(
         self,
@@ -241,11 +284,12 @@ class Health:
             translated(),
             self._redis.pipeline(transaction=False) as pipe,
         ):
-            pipe.lpush(self.outcomes_key(name), 1 if verdict is Verdict.SUCCESS else 0)
-            pipe.ltrim(self.outcomes_key(name), 0, OUTCOME_WINDOW - 1)
-            if latency_ms is not None:
-                pipe.lpush(self.latency_key(name), round(latency_ms, 1))
-                pipe.ltrim(self.latency_key(name), 0, LATENCY_WINDOW - 1)
+            self._push_samples(
+                pipe,
+                name,
+                [1 if verdict is Verdict.SUCCESS else 0],
+                [round(latency_ms, 1)] if latency_ms is not None else [],
+            )
             if verdict is Verdict.SUCCESS:
                 pipe.hset(self.circuit_key(name), mapping={counter: 0, "open_until": 0})
                 pipe.delete(self.lease_key(name))

@@ -160,8 +160,7 @@ class VideoService:
         """An upstream has accepted a paid task: its mapping must not be lost."""
         for attempt in range(SAVE_RETRIES):
             try:
-                await self._store.save(record)
-                await self._store.schedule(record.id, time.time() + self._options.first_poll_s)
+                await self._store.accept(record, time.time() + self._options.first_poll_s)
             except StoreUnavailable:
                 if attempt == SAVE_RETRIES - 1:
                     # The pending attempt written before the call names the provider, so the

@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gateway.errors import StoreUnavailable
-from gateway.schemas import Attempt, Problem, RoutingOverrides, Task, TaskError
-from providers.base import TaskStatus, VideoJob
+from gateway.schemas import Attempt, Mode, Problem, RoutingOverrides, Task, TaskError
+from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
 
 KEY_PREFIX = "gw"
 
@@ -108,11 +108,11 @@ class TaskRecord(BaseModel):
     status: TaskStatus = TaskStatus.QUEUED
     job: VideoJob | None
     """The canonical request; dropped once the task is final (it is only needed to submit)."""
-    mode: str
+    mode: Mode
     model: str
-    tier: str
-    duration: int
-    resolution: str
+    tier: Tier
+    duration: Duration
+    resolution: Resolution
     webhook_url: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     provider: str | None = None
@@ -179,12 +179,27 @@ class TaskRecord(BaseModel):
         self.job = None
 
     def public(self) -> Task:
-        return Task.model_validate(
-            self.model_dump(
-                exclude={"client", "job", "webhook_url", "polled_at", "routing", "resubmits",
-                         "callback_token"}
-            )
-        )  # fmt: skip
+        # The record was validated when read; building the public view without validating it
+        # again keeps lookups cheap (tests check it matches Task's schema).
+        return Task.model_construct(
+            id=self.id,
+            status=self.status,
+            model=self.model,
+            tier=self.tier,
+            duration=self.duration,
+            resolution=self.resolution,
+            mode=self.mode,
+            provider=self.provider,
+            provider_task_id=self.provider_task_id,
+            price_usd=self.price_usd,
+            video_url=self.video_url,
+            error=self.error,
+            metadata=self.metadata,
+            attempts=self.attempts,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            completed_at=self.completed_at,
+        )
 
 
 def connect(url: str) -> Redis:
@@ -255,6 +270,15 @@ class TaskStore:
                 keys=[Keys.task(record.id)], args=[record.model_dump_json()]
             )
         return int(saved) == 1
+
+    async def accept(self, record: TaskRecord, first_poll_at: float) -> None:
+        """Save an accepted task's mapping and schedule its first poll: one round trip."""
+        async with translated(), self._redis.pipeline(transaction=True) as pipe:
+            await self._save_unless_final(
+                keys=[Keys.task(record.id)], args=[record.model_dump_json()], client=pipe
+            )
+            pipe.zadd(Keys.POLL_DUE, {record.id: first_poll_at})
+            await pipe.execute()
 
     async def finalize(
         self, record: TaskRecord, webhook: tuple[str, str, float] | None = None

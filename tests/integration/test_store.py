@@ -4,7 +4,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.errors import StoreUnavailable
-from gateway.schemas import Attempt
+from gateway.schemas import Attempt, Task
 from gateway.store import Keys, TaskRecord, TaskStore, connect, new_task_id
 from providers.base import TaskStatus, VideoJob
 
@@ -121,3 +121,11 @@ async def test_one_poll_turn_per_interval(redis: Redis) -> None:
     store = TaskStore(redis, ttl_s=60)
     turns = [await store.take_poll_turn("vid_x", interval_s=5) for _ in range(3)]
     assert turns == [True, False, False]
+
+
+def test_public_view_is_a_valid_task_with_every_field() -> None:
+    record = new_record()
+    record.attempts = [Attempt(provider="runapi", outcome="accepted", latency_ms=3)]
+    public = record.public()
+    assert Task.model_validate(public.model_dump()) == public
+    assert set(public.model_dump()) == set(Task.model_fields)
