@@ -16,10 +16,8 @@ import httpx
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
-from gateway import __version__
 from gateway.access import RequestObserver
 from gateway.api import (
     ProviderController,
@@ -37,6 +35,8 @@ from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
 from gateway.metrics import Metrics
+from gateway.openapi import PATH as OPENAPI_PATH
+from gateway.openapi import describe_deployment, openapi_config
 from gateway.poller import Poller, Refresher
 from gateway.ratelimit import RateLimiter
 from gateway.router import Route, Router
@@ -47,8 +47,6 @@ from providers.base import ProviderSettings
 from providers.registry import build_provider
 
 logger = logging.getLogger(__name__)
-
-OPENAPI_PATH = "/schema"
 
 
 @dataclass
@@ -86,7 +84,7 @@ def build_resources(
 ) -> Resources:
     routes = build_routes(settings, secrets, transports)
     names = [r.name for r in routes]
-    store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400))
+    store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
     router = Router(routes, settings.routing, health, metrics=metrics)
     create_timeout_s = _longest_create_s(settings)
@@ -97,7 +95,7 @@ def build_resources(
         metrics=metrics,
     )  # fmt: skip
     idempotent = IdempotentCreates(
-        IdempotencyStore(redis, ttl_s=settings.idempotency.ttl_s),
+        IdempotencyStore(redis, ttl_s=settings.idempotency.ttl_s, metrics=metrics),
         store,
         stale_after_s=create_timeout_s,
     )
@@ -245,13 +243,12 @@ def create_app(
             "metrics": Provide(lambda: observed, sync_to_thread=False),
         },
         exception_handlers=exception_handlers(),
-        openapi_config=OpenAPIConfig(
-            title="Hailuo 2.3 video gateway", version=__version__, path=OPENAPI_PATH
-        ),
+        openapi_config=openapi_config(),
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,  # logging is configured once, by the CLI
         debug=False,
     )
+    describe_deployment(app.openapi_schema, settings, webhooks=secrets.webhook_secret is not None)
     metrics.routes(_route_methods(app))
     # Around the whole handler, not in the middleware stack: Litestar runs app middleware only
     # for matched routes, and 404s/405s must be counted and logged too.

@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +109,11 @@ class EmbeddedRedis:
     def _answers(self) -> bool:
         if not self.socket.exists():
             return False
-        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=0.5)
+        # One try: redis-py's default policy retries a refused connection for seconds, which a
+        # stale socket file (left by a killed server) would cost every start.
+        client = redis.Redis(
+            unix_socket_path=str(self.socket), socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
         try:
             return bool(client.ping())
         except (RedisError, OSError):
@@ -126,5 +132,16 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed, and the socket file stays behind
+        (:meth:`start` removes it). What survives is what the append-only file already holds."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.kill()
+        process.wait()
         if process.stderr:
             process.stderr.close()

@@ -13,6 +13,7 @@ a task whose call may have gone out is ``504``, and no task at all means nothing
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -24,6 +25,7 @@ from gateway.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidRequest,
+    StoreUnavailable,
     UpstreamOutcomeUnknown,
 )
 from gateway.schemas import CreateVideoRequest, FieldError, Task
@@ -80,10 +82,12 @@ class IdempotentCreates:
         try:
             task = await create()
         except UpstreamOutcomeUnknown as exc:
-            await self._keys.settle(
-                client, key, claim.model_copy(update={"state": "outcome_unknown",
-                                                      "problem": exc.problem()})
-            )  # fmt: skip
+            # Without Redis the claim stays in flight; once stale it is answered 504 as well.
+            with contextlib.suppress(StoreUnavailable):
+                await self._keys.settle(
+                    client, key, claim.model_copy(update={"state": "outcome_unknown",
+                                                          "problem": exc.problem()})
+                )  # fmt: skip
             raise
         except GatewayError:
             await self._keys.release(client, key)

@@ -17,7 +17,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.errors import GatewayError, InvalidRequest, NotFound, StoreUnavailable
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    StoreUnavailable,
+    UpstreamOutcomeUnknown,
+)
 from gateway.idempotency import IdempotentCreates, Outcome
 from gateway.metrics import Metrics
 from gateway.poller import Refresher, callback_urls
@@ -131,7 +137,16 @@ class VideoService:
         record.status = placement.submitted.status
         record.attempts = placement.attempts
         record.updated_at = now_s()
-        await self._save_accepted(record)
+        try:
+            await self._save_accepted(record)
+        except StoreUnavailable as exc:
+            # The reseller took (and will bill) this task: "store_unavailable" would tell the
+            # client that nothing was sent and that a retry is safe.
+            raise UpstreamOutcomeUnknown(
+                f"{record.provider} accepted the task but the gateway could not record it; "
+                "do not resubmit it blindly",
+                attempts=record.attempts,
+            ) from exc
         self._metrics.task_created(
             record.provider, record.tier, record.resolution, record.price_usd
         )

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gateway.errors import StoreUnavailable
+from gateway.metrics import Metrics, RedisOperation
 from gateway.schemas import Attempt, Mode, Problem, RoutingOverrides, Task, TaskError
 from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
 
@@ -215,11 +216,16 @@ def connect(url: str) -> Redis:
 
 
 @asynccontextmanager
-async def translated() -> AsyncIterator[None]:
-    """Redis failures leave as StoreUnavailable."""
+async def translated(
+    metrics: Metrics | None = None, operation: RedisOperation = "tasks"
+) -> AsyncIterator[None]:
+    """Redis failures leave as StoreUnavailable, counted as ``operation`` when ``metrics`` is
+    given (callers that count their own failures pass none)."""
     try:
         yield
     except RedisError as exc:
+        if metrics is not None:
+            metrics.redis_error(operation)
         raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
 
 
@@ -230,12 +236,16 @@ class TaskStore:
     (:meth:`finalize`); later saves never undo it.
     """
 
-    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: int, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
         self._redis = redis
         self._ttl_s = ttl_s
         self._save_unless_final = redis.register_script(_SAVE_UNLESS_FINAL)
         self._finalize = redis.register_script(_FINALIZE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
+
+    def _translated(self) -> AbstractAsyncContextManager[None]:
+        return translated(self._metrics, "tasks")
 
     @property
     def ttl_s(self) -> int:
@@ -252,7 +262,7 @@ class TaskStore:
     async def create(self, record: TaskRecord, *, check_at: float) -> None:
         """Write a new task and put it on the poll schedule at ``check_at`` (where a create
         that never finished is found); refuses (StoreUnavailable) when Redis cannot take it."""
-        async with translated(), self._redis.pipeline(transaction=True) as pipe:
+        async with self._translated(), self._redis.pipeline(transaction=True) as pipe:
             pipe.set(Keys.task(record.id), record.model_dump_json(), ex=self._ttl_s, nx=True)
             pipe.zadd(Keys.POLL_DUE, {record.id: check_at})
             if record.callback_token:
@@ -265,7 +275,7 @@ class TaskStore:
     async def save(self, record: TaskRecord) -> bool:
         """Overwrite a task that is not final yet, keeping its TTL. False when the stored task
         is already final (or gone): the caller holds a stale copy."""
-        async with translated():
+        async with self._translated():
             saved = await self._save_unless_final(
                 keys=[Keys.task(record.id)], args=[record.model_dump_json()]
             )
@@ -273,7 +283,7 @@ class TaskStore:
 
     async def accept(self, record: TaskRecord, first_poll_at: float) -> None:
         """Save an accepted task's mapping and schedule its first poll: one round trip."""
-        async with translated(), self._redis.pipeline(transaction=True) as pipe:
+        async with self._translated(), self._redis.pipeline(transaction=True) as pipe:
             await self._save_unless_final(
                 keys=[Keys.task(record.id)], args=[record.model_dump_json()], client=pipe
             )
@@ -291,12 +301,12 @@ class TaskStore:
             delivery_id, delivery, at = webhook
             keys += [Keys.webhook(delivery_id), Keys.WEBHOOKS_DUE]
             args += [delivery, delivery_id, at, self._ttl_s]
-        async with translated():
+        async with self._translated():
             done = await self._finalize(keys=keys, args=args)
         return int(done) == 1
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        async with translated():
+        async with self._translated():
             raw = await self._redis.get(Keys.task(task_id))
         if raw is None:
             return None
@@ -306,13 +316,13 @@ class TaskStore:
             raise RuntimeError(f"unreadable task record {task_id}") from exc
 
     async def task_for_callback(self, token: str) -> str | None:
-        async with translated():
+        async with self._translated():
             task_id = await self._redis.get(Keys.callback(token))
         return task_id.decode() if isinstance(task_id, bytes) else task_id
 
     async def take_poll_turn(self, task_id: str, interval_s: float) -> bool:
         """One upstream status read per task per interval, whichever instance asks."""
-        async with translated():
+        async with self._translated():
             won = await self._redis.set(
                 Keys.poll_lock(task_id), "1", nx=True, px=max(1, int(interval_s * 1000))
             )
@@ -320,18 +330,18 @@ class TaskStore:
 
     async def take_resubmission(self, task_id: str, number: int) -> bool:
         """Exactly one instance may resubmit a failed generation (it is a paid call)."""
-        async with translated():
+        async with self._translated():
             won = await self._redis.set(
                 Keys.resubmit_lock(task_id, number), "1", nx=True, ex=self._ttl_s
             )
         return bool(won)
 
     async def schedule(self, task_id: str, at: float) -> None:
-        async with translated():
+        async with self._translated():
             await self._redis.zadd(Keys.POLL_DUE, {task_id: at})
 
     async def unschedule(self, task_id: str) -> None:
-        async with translated():
+        async with self._translated():
             await self._redis.zrem(Keys.POLL_DUE, task_id)
 
     async def claim_due(self, schedule: str, now: float, lease_s: float, limit: int) -> list[str]:
@@ -356,7 +366,8 @@ class IdempotencyStore:
     """``Idempotency-Key`` records, scoped to the client; ``SET NX`` makes the claim atomic
     across instances."""
 
-    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: int, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
         self._redis = redis
         self._ttl_s = ttl_s
 
@@ -372,7 +383,7 @@ class IdempotencyStore:
         already there."""
         key = self.key(client, idempotency_key)
         for _ in range(3):  # the existing record may expire between SET NX and GET
-            async with translated():
+            async with translated(self._metrics, "idempotency"):
                 if await self._redis.set(key, record.model_dump_json(), nx=True, ex=self._ttl_s):
                     return None
                 raw = await self._redis.get(key)
@@ -381,12 +392,12 @@ class IdempotencyStore:
         raise StoreUnavailable("idempotency record kept changing")
 
     async def settle(self, client: str, idempotency_key: str, record: IdempotencyRecord) -> None:
-        async with translated():
+        async with translated(self._metrics, "idempotency"):
             await self._redis.set(
                 self.key(client, idempotency_key), record.model_dump_json(), keepttl=True, xx=True
             )
 
     async def release(self, client: str, idempotency_key: str) -> None:
         """Forget the key: the request ended in an error a retry may safely repeat."""
-        async with translated():
+        async with translated(self._metrics, "idempotency"):
             await self._redis.delete(self.key(client, idempotency_key))

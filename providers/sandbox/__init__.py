@@ -7,7 +7,8 @@ counters, and :class:`~.engine.Knobs` that inject the failures a real reseller s
 edge pages, 429, 402, content refusals, hangs, dropped connections).
 
 Every simulated reseller also serves control endpoints under ``/_sandbox`` (no auth): ``GET
-stats``, ``PUT knobs`` (a partial update), ``POST reset`` and ``GET health``.
+stats``, ``GET tasks`` (the accepted task ids), ``PUT knobs`` (a partial update), ``POST
+reset`` and ``GET health``.
 
 Run both from the command line with ``python -m providers.sandbox`` (see :mod:`.__main__`), or
 in-process with :class:`~.server.Sandbox`. Nothing here imports ``gateway``.

@@ -82,6 +82,14 @@ class Stats(BaseModel):
     tasks: int
 
 
+class TaskList(BaseModel):
+    """The answer of ``GET /_sandbox/tasks``: every task this reseller accepted (and so would
+    bill), oldest first, so a test can check that the gateway knows each one."""
+
+    reseller: str
+    tasks: list[str]
+
+
 class Phase(StrEnum):
     """Where a task is; each reseller maps these onto its own status words."""
 
@@ -193,3 +201,6 @@ class SandboxState:
             knobs=self.knobs,
             tasks=len(self.tasks),
         )
+
+    def task_list(self) -> TaskList:
+        return TaskList(reseller=self.name, tasks=list(self.tasks))

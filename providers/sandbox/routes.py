@@ -21,7 +21,7 @@ from litestar.params import FromPath
 from litestar.types import Scope
 from pydantic import ValidationError
 
-from providers.sandbox.engine import SandboxState, Stats
+from providers.sandbox.engine import SandboxState, Stats, TaskList
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +64,17 @@ def parse_json_object(raw: bytes) -> dict[str, object] | None:
 
 
 def _control_router() -> Router:
-    return Router(path="/_sandbox", route_handlers=[stats, update_knobs, reset, health])
+    return Router(path="/_sandbox", route_handlers=[stats, tasks, update_knobs, reset, health])
 
 
 @get("/stats", sync_to_thread=False)
 def stats(sandbox: NamedDependency[SandboxState]) -> Stats:
     return sandbox.stats()
+
+
+@get("/tasks", sync_to_thread=False)
+def tasks(sandbox: NamedDependency[SandboxState]) -> TaskList:
+    return sandbox.task_list()
 
 
 @put("/knobs", status_code=200)

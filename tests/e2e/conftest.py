@@ -63,6 +63,12 @@ class Sandbox:
         counters: dict[str, Any] = httpx.get(f"{url}/_sandbox/stats").json()["counters"]
         return counters
 
+    def tasks(self, which: str) -> list[str]:
+        """Every task id the reseller accepted (and would bill) since the last reset."""
+        url = self.runapi if which == "runapi" else self.apiinone
+        ids: list[str] = httpx.get(f"{url}/_sandbox/tasks").json()["tasks"]
+        return ids
+
     def knobs(self, which: str, **knobs: Any) -> None:
         url = self.runapi if which == "runapi" else self.apiinone
         httpx.put(f"{url}/_sandbox/knobs", json=knobs).raise_for_status()

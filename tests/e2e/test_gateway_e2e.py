@@ -3,20 +3,17 @@ redis-server, the simulated resellers speaking their documented wire formats."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from tests.e2e.conftest import (
     ENV,
     OTHER_KEY,
-    SECRETS,
     Gateway,
     Sandbox,
     free_port,
@@ -147,30 +144,6 @@ def test_embedded_redis_keeps_tasks_across_a_restart(
     again = start(gateways, sandbox, None, tmp_path)
     with again.client() as client:
         assert client.get(f"/v1/videos/{task_id}").json()["id"] == task_id
-
-
-def test_no_secret_appears_in_logs_errors_or_tasks(
-    sandbox: Sandbox, redis_url: str, tmp_path: Path, gateways: list[Gateway]
-) -> None:
-    gw = start(gateways, sandbox, redis_url, tmp_path)
-    seen: list[str] = []
-    with gw.client() as client:
-        ok = client.post("/v1/videos", json={"prompt": "a fox", "image": IMAGE})
-        seen += [ok.text, json.dumps(wait_final(client, ok.json()["id"]))]
-        sandbox.knobs("runapi", create_fault="http_401")
-        sandbox.knobs("apiinone", create_fault="http_402")
-        seen.append(client.post("/v1/videos", json={"prompt": "b", "image": IMAGE}).text)
-        seen.append(client.post("/v1/videos", json={"prompt": ""}).text)
-        seen.append(client.get("/v1/videos/vid_x").text)
-    with httpx.Client(base_url=gw.url) as anonymous:
-        seen.append(anonymous.post("/v1/videos", json={}, headers={
-            "Authorization": "Bearer wrong-key"}).text)  # fmt: skip
-        seen.append(anonymous.get("/schema/openapi.json").text)
-    gw.stop()
-    everything = "\n".join([*seen, gw.logs()])
-    assert "upstream create failed" in everything  # the failures were logged
-    for secret in SECRETS:
-        assert secret not in everything
 
 
 def test_config_typo_stops_start_up_with_the_key_named(tmp_path: Path) -> None:

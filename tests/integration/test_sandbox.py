@@ -389,6 +389,19 @@ def test_counters_count_creates_accepted_creates_and_status_calls(runapi: httpx.
     assert (stats["reseller"], stats["tasks"]) == ("runapi", 1)
 
 
+def test_tasks_lists_every_accepted_task_id_oldest_first(runapi: httpx.Client) -> None:
+    first = runapi.post(RUNAPI_CREATE, json=runapi_body()).json()["id"]
+    set_knobs(runapi, create_fault="http_500")
+    assert runapi.post(RUNAPI_CREATE, json=runapi_body()).status_code == 500
+    set_knobs(runapi, create_fault="none")
+    refused = runapi.post(RUNAPI_CREATE, json=runapi_body(duration_seconds="6"))
+    second = runapi.post(RUNAPI_CREATE, json=runapi_body()).json()["id"]
+    assert refused.status_code == 422  # a string duration: refused, nothing billed
+    assert runapi.get("/_sandbox/tasks").json() == {"reseller": "runapi", "tasks": [first, second]}
+    runapi.post("/_sandbox/reset").raise_for_status()
+    assert runapi.get("/_sandbox/tasks").json()["tasks"] == []
+
+
 def test_reset_restores_knobs_and_forgets_tasks_and_counters(aio: httpx.Client) -> None:
     task_id = aio.post(AIO_CREATE, json=aio_body()).json()["data"]["task_id"]
     set_knobs(aio, create_fault="http_500", latency_ms=5)
