@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo serve test lint typecheck unit bench dashboard clean
+.PHONY: install demo serve test lint typecheck unit fuzz bench dashboard clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version)'
@@ -33,6 +33,14 @@ test: lint typecheck
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
+
+# schemathesis against a real gateway process, at least 1,000 cases with the client key (and
+# as many again without); the test suite runs the same test with a small budget.
+# FUZZ_SEED=<seed> replays a run whose report line printed that seed.
+FUZZ_EXAMPLES ?= 250
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_MIN_CASES=1000 \
+		$(PY) -m pytest -p no:cacheprovider tests/e2e/test_fuzz.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -11,6 +11,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+from pydantic import BaseModel
 
 from gateway.auth import current_client, require_client
 from gateway.catalogue import ProviderCatalogue
@@ -19,7 +20,15 @@ from gateway.health import Health, Readiness
 from gateway.idempotency import HEADER, check_key
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
-from gateway.schemas import CreateVideoRequest, Problem, ProviderList, Task
+from gateway.openapi import BEARER_SCHEME
+from gateway.schemas import (
+    CreateVideoRequest,
+    Liveness,
+    Problem,
+    ProviderList,
+    ReadinessReport,
+    Task,
+)
 from gateway.service import VideoService
 
 JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
@@ -38,13 +47,35 @@ async def limit_json_structure(request: Request[Any, Any, Any]) -> None:
 
 
 def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=Problem, description=description, media_type=PROBLEM_JSON)
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_JSON,
+        generate_examples=False,
+    )
+
+
+def _ok(model: type[BaseModel], description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=model, description=description, generate_examples=False)
+
+
+# Every status a route can answer is listed (the API fuzzing test holds the app to it); errors
+# are problem+json. Litestar's own default 400 ("Validation Exception", application/json) is
+# replaced: our handlers answer every 400 as problem+json.
+GUARDED = {
+    401: _problem("unauthorized: no key or a wrong key"),
+    429: _problem("rate_limited: this key is over its rate; Retry-After says when to retry"),
+}
+STORE_DOWN = {503: _problem("store_unavailable: Redis cannot be reached")}
+MALFORMED = {400: _problem("invalid_request: the request cannot be parsed")}
+BEARER: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
 
 
 class VideoController(Controller):
     path = "/v1/videos"
     tags = ["videos"]
     guards = [require_client]
+    security = BEARER
     dependencies = {"client": Provide(current_client, sync_to_thread=False)}
 
     @post(
@@ -53,15 +84,24 @@ class VideoController(Controller):
         summary="Create a video task",
         before_request=limit_json_structure,
         responses={
-            400: _problem("The body is not a JSON object, or nests too many values"),
-            401: _problem("No key or a wrong key"),
-            413: _problem("payload_too_large"),
-            429: _problem("rate_limited"),
-            422: _problem("invalid_request, unsupported or content_rejected"),
-            409: _problem("idempotency_key_in_use"),
-            502: _problem("upstream_rejected or all_providers_failed"),
-            503: _problem("store_unavailable or providers_unavailable"),
-            504: _problem("upstream_outcome_unknown"),
+            200: _ok(
+                Task, "The same Idempotency-Key and body again: the task, no new upstream call"
+            ),
+            202: _ok(Task, "An upstream reseller accepted the task"),
+            400: _problem("invalid_request: the body is not a JSON object, or nests too deep"),
+            **GUARDED,
+            409: _problem("idempotency_key_in_use: the first request with this key is running"),
+            413: _problem("payload_too_large: the body is over server.max_body_bytes"),
+            422: _problem(
+                "invalid_request (errors name each field), idempotency_key_reused, unsupported "
+                "(no provider serves it) or content_rejected"
+            ),
+            502: _problem("upstream_rejected or all_providers_failed (attempts listed)"),
+            503: _problem(
+                "store_unavailable, or providers_unavailable (every eligible circuit is open; "
+                "Retry-After set)"
+            ),
+            504: _problem("upstream_outcome_unknown: sent, but no answer came"),
         },
     )
     async def create(
@@ -80,7 +120,13 @@ class VideoController(Controller):
     @get(
         "/{task_id:str}",
         summary="Look a task up",
-        responses={401: _problem("No key or a wrong key"), 404: _problem("Unknown task")},
+        responses={
+            200: _ok(Task, "The task"),
+            **MALFORMED,
+            **GUARDED,
+            404: _problem("not_found: no such task for this key"),
+            **STORE_DOWN,
+        },
     )
     async def read(
         self,
@@ -95,8 +141,17 @@ class ProviderController(Controller):
     path = "/v1/providers"
     tags = ["providers"]
     guards = [require_client]
+    security = BEARER
 
-    @get("/", summary="The configured providers, their circuits, health and prices")
+    @get(
+        "/",
+        summary="The configured providers, their circuits, health and prices",
+        responses={
+            200: _ok(ProviderList, "Every configured provider"),
+            **GUARDED,
+            **STORE_DOWN,
+        },
+    )
     async def list_providers(self, catalogue: NamedDependency[ProviderCatalogue]) -> ProviderList:
         return await catalogue.list()
 
@@ -106,6 +161,12 @@ class ProviderController(Controller):
     status_code=HTTP_204_NO_CONTENT,
     tags=["callbacks"],
     summary="Upstream task callbacks (a hint: the status is re-read from the upstream)",
+    responses={
+        204: ResponseSpec(data_container=None, description="Noted: the task's status is re-read"),
+        **MALFORMED,
+        404: _problem("not_found: no task has this callback token for this provider"),
+        **STORE_DOWN,
+    },
 )
 async def upstream_callback(
     provider: FromPath[str], token: FromPath[str], service: NamedDependency[VideoService]
@@ -125,14 +186,28 @@ async def scrape_metrics(
     return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
-@get("/healthz", tags=["health"], summary="The process is up")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@get(
+    "/healthz",
+    tags=["health"],
+    summary="The process is up",
+    responses={200: _ok(Liveness, "The process is up")},
+)
+async def healthz() -> Liveness:
+    return Liveness()
 
 
-@get("/readyz", tags=["health"], summary="Redis answers and a provider is usable")
+@get(
+    "/readyz",
+    tags=["health"],
+    summary="Redis answers and a provider is usable",
+    responses={
+        200: _ok(ReadinessReport, "Ready: Redis answers and some provider's circuit is not open"),
+        503: _ok(ReadinessReport, "Not ready; reasons says why"),
+    },
+)
 async def readyz(readiness: NamedDependency[Readiness]) -> Response[dict[str, Any]]:
     reasons = await readiness.reasons()
     if reasons:
-        return Response({"status": "unavailable", "reasons": reasons}, status_code=503)
-    return Response({"status": "ready"}, status_code=200)
+        report = ReadinessReport(status="unavailable", reasons=reasons)
+        return Response(report.model_dump(mode="json"), status_code=503)
+    return Response(ReadinessReport(status="ready").model_dump(mode="json", exclude_none=True))

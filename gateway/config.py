@@ -175,6 +175,10 @@ class ProviderConfig(_Section):
         return tuple(self.models) if self.models is not None else PROVIDER_KINDS[self.kind].models
 
     @property
+    def takes_data_uri_images(self) -> bool:
+        return PROVIDER_KINDS[self.kind].data_uri_images
+
+    @property
     def serves_text_to_video(self) -> bool:
         if self.text_to_video is not None:
             return self.text_to_video

@@ -145,8 +145,9 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
     for item in items:
         key = item.get("key") if isinstance(item, dict) else None
         message = str(item.get("message", "invalid")) if isinstance(item, dict) else str(item)
-        if not key or (key == "data" and item.get("source") == "body"):
-            # The body as a whole failed: not an object, or missing.
+        if key is None or (key == "data" and item.get("source") == "body"):
+            # The body as a whole failed: not an object, or missing. (A member named "" is a
+            # field like any other: its key is the empty string, not absent.)
             return problem_response(BadBody("the body must be a JSON object"))
         fields.append(FieldError(field=str(key), message=message))
     if not fields:
@@ -163,7 +164,8 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
     elif status == 404:
         error = NotFound(f"no route {request.method} {request.url.path}")
     elif status == 405:
-        error = MethodNotAllowed()
+        # RFC 9110: a 405 names the methods the resource does support.
+        error = MethodNotAllowed(headers=dict(exc.headers or {}))
     elif status == 400:
         error = BadBody(str(exc.detail))
     elif status == 401:

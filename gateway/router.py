@@ -128,6 +128,7 @@ class Router:
                 not cfg.enabled
                 or job.model not in cfg.served_models
                 or (job.mode == "text_to_video" and not cfg.serves_text_to_video)
+                or (_is_data_uri(job.image) and not cfg.takes_data_uri_images)
                 or price is None
                 or (allow is not None and route.name not in allow)
                 or (max_price is not None and price > max_price)
@@ -150,6 +151,8 @@ class Router:
         self, job: VideoJob, allow: Sequence[str] | None, max_price: float | None
     ) -> str:
         what = f"{job.model} {job.tier} {job.mode} {job.duration}s {job.resolution}"
+        if _is_data_uri(job.image):
+            what += " with a data-URI image (send an https URL)"
         limits = []
         if allow:
             limits.append(f"among {list(allow)}")
@@ -235,6 +238,10 @@ class Router:
             )
         if not exc.failover:
             raise AllProvidersFailed(exc.message, attempts=attempts)
+
+
+def _is_data_uri(image: str | None) -> bool:
+    return image is not None and image.startswith("data:")
 
 
 def _with_health(candidate: Candidate, health: ProviderHealth | None) -> Candidate:

@@ -6,7 +6,6 @@ import binascii
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -14,15 +13,54 @@ from pydantic_core import PydanticCustomError
 from gateway.config import StrategyName
 from providers.base import Duration, Resolution, TaskStatus, Tier
 
-DATA_URI = re.compile(r"^data:image/(png|jpeg|webp);base64,(?P<payload>[A-Za-z0-9+/=\s]+)$")
+WHITESPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""A regex character class of exactly the characters ``str.strip()`` removes (``str.isspace``),
+spelled out so the OpenAPI patterns below mean the same in every regex dialect."""
+MAX_PROMPT = 2000
+PROMPT_PATTERN = (
+    rf"^[{WHITESPACE}]*[^{WHITESPACE}](?:[\s\S]{{0,{MAX_PROMPT - 2}}}[^{WHITESPACE}])?"
+    rf"[{WHITESPACE}]*$"
+)
+"""1–2000 characters once surrounding whitespace is trimmed (what ``_prompt`` checks)."""
+DURATION_PATTERN = rf"^[{WHITESPACE}]*(?:6|10)[{WHITESPACE}]*$"
+RESOLUTION_PATTERN = rf"^[{WHITESPACE}]*(?:768|1080)[pP][{WHITESPACE}]*$"
+
+_HOST = r"[A-Za-z0-9\-._~%!$&'()*+,;=]+"
+_PORT = r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+_REST = rf"(?:[/?#][^{WHITESPACE}\x00-\x1f\x7f-\x9f]*)?"
+HTTP_URL_PATTERN = rf"^https?://{_HOST}{_PORT}{_REST}$"
+"""An ``http(s)://`` URL with a registered-name or IPv4 host (IPv6 literals and user info are not
+taken), a port within 0–65535, and no whitespace or control character anywhere: what every
+reseller's URL fields accept (``^https?://\\S+$``), so an accepted image is never refused
+upstream as a malformed URL."""
+HTTP_URL = re.compile(HTTP_URL_PATTERN)
+MAX_IMAGE_URL = 4096
+MAX_WEBHOOK_URL = 2048
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+"""The largest decoded data-URI image (the body limit, 12 MiB by default, leaves room for it)."""
+MAX_IMAGE_BASE64 = 4 * -(-MAX_IMAGE_BYTES // 3)
+"""The longest base64 payload: the characters that encode ``MAX_IMAGE_BYTES``."""
+_B64 = "[A-Za-z0-9+/]"
+_B64_TAIL = rf"(?:{_B64}{{4}})*(?:{_B64}{{2}}==|{_B64}{{3}}=)?"
+DATA_URI_PATTERNS = {
+    # Each type's base64 starts with its magic bytes; the rest is canonical base64 (strict
+    # padding, no whitespace). The PNG signature is 8 bytes, so its third group may be the last.
+    "png": rf"^data:image/png;base64,iVBORw0KGg[o-r](?:=|{_B64}{_B64_TAIL})$",
+    "jpeg": rf"^data:image/jpeg;base64,/9j/{_B64_TAIL}$",
+    "webp": rf"^data:image/webp;base64,UklGR[g-v]{_B64}{{4}}[159BFJNRVZdhlptx]XRUJQ{_B64_TAIL}$",
+}
+"""The data URIs ``_check_data_uri`` accepts, as patterns (for the OpenAPI document)."""
+DATA_URI = re.compile(r"data:image/(png|jpeg|webp);base64,(?P<payload>[A-Za-z0-9+/=]+)")
 MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 
 
 def _duration(value: Any) -> Any:
     # "6"/"10" are accepted as strings; booleans and floats are not integers here.
     if isinstance(value, str) and value.strip() in ("6", "10"):
-        return int(value)
+        return int(value.strip())  # int() trims less than str.strip() (e.g. not "\x1e")
     if isinstance(value, bool) or not isinstance(value, int):
         raise PydanticCustomError("duration", "must be 6 or 10 (seconds)")
     return value
@@ -35,14 +73,15 @@ def _resolution(value: Any) -> Any:
 
 
 def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PydanticCustomError("url", "must be an http:// or https:// URL")
+    if HTTP_URL.fullmatch(value) is None:
+        raise PydanticCustomError(
+            "url",
+            "must be an http:// or https:// URL with a host name or IPv4 address, a port up to "
+            "65535, and no whitespace",
+        )
     return value
 
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-"""The largest decoded data-URI image (the body limit, 12 MiB by default, leaves room for it)."""
 MAGIC: dict[str, Callable[[bytes], bool]] = {
     "png": lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"),
     "jpeg": lambda head: head.startswith(b"\xff\xd8\xff"),
@@ -52,13 +91,13 @@ MAGIC: dict[str, Callable[[bytes], bool]] = {
 
 def _check_data_uri(value: str) -> None:
     """Type, encoding, size, and that the bytes are the image type the URI declares."""
-    match = DATA_URI.match(value)
+    match = DATA_URI.fullmatch(value)
     if match is None:
         raise PydanticCustomError(
             "image", "a data URI must be data:image/{png,jpeg,webp};base64,<data>"
         )
-    payload = "".join(match["payload"].split())
-    if len(payload) * 3 // 4 > MAX_IMAGE_BYTES:
+    payload = match["payload"]
+    if len(payload) > MAX_IMAGE_BASE64:
         raise PydanticCustomError("image", "a data-URI image must be at most 10 MiB")
     try:
         head = binascii.a2b_base64(payload[:16], strict_mode=True)
@@ -94,7 +133,7 @@ class CreateVideoRequest(BaseModel):
     )
     duration: Annotated[Duration, BeforeValidator(_duration)] = 6
     resolution: Annotated[Resolution, BeforeValidator(_resolution)] = "768P"
-    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_url: str | None = Field(None, max_length=MAX_WEBHOOK_URL)
     metadata: dict[str, str] = Field(default_factory=dict)
     routing: RoutingOverrides | None = None
 
@@ -104,7 +143,7 @@ class CreateVideoRequest(BaseModel):
         value = value.strip()
         if not value:
             raise PydanticCustomError("prompt", "must not be empty")
-        if len(value) > 2000:
+        if len(value) > MAX_PROMPT:
             raise PydanticCustomError("prompt", "must be at most 2000 characters after trimming")
         return value
 
@@ -116,7 +155,7 @@ class CreateVideoRequest(BaseModel):
         if value.startswith("data:"):
             _check_data_uri(value)
             return value
-        if len(value) > 4096:
+        if len(value) > MAX_IMAGE_URL:
             raise PydanticCustomError("image", "an image URL must be at most 4096 characters")
         return _http_url(value)
 
@@ -141,7 +180,7 @@ class CreateVideoRequest(BaseModel):
         if len(value) > MAX_METADATA_KEYS:
             raise PydanticCustomError("metadata", "at most 16 keys")
         for key, item in value.items():
-            if not key or len(key) > 64:
+            if not key or len(key) > MAX_METADATA_KEY:
                 raise PydanticCustomError("metadata", "keys must be 1–64 characters")
             if len(item) > MAX_METADATA_VALUE:
                 raise PydanticCustomError("metadata", "values must be at most 512 characters")
@@ -228,3 +267,16 @@ class ProviderInfo(BaseModel):
 
 class ProviderList(BaseModel):
     data: list[ProviderInfo]
+
+
+class Liveness(BaseModel):
+    """``GET /healthz``."""
+
+    status: Literal["ok"] = "ok"
+
+
+class ReadinessReport(BaseModel):
+    """``GET /readyz``: ``reasons`` is present when not ready."""
+
+    status: Literal["ready", "unavailable"]
+    reasons: list[str] | None = None

@@ -95,6 +95,8 @@ class Provider(Protocol):
     kind: ClassVar[str]
     models: ClassVar[tuple[str, ...]]
     text_to_video: ClassVar[bool]
+    data_uri_images: ClassVar[bool]
+    """Whether the reseller's image field takes ``data:`` URIs, not only URLs."""
 
     @property
     def name(self) -> str: ...

@@ -171,6 +171,7 @@ class HTTPAdapter(ABC):
     kind: ClassVar[str]
     models: ClassVar[tuple[str, ...]]
     text_to_video: ClassVar[bool]
+    data_uri_images: ClassVar[bool]
 
     def __init__(
         self, settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | None = None

@@ -23,6 +23,9 @@ class ProviderClass(Protocol):
     @property
     def text_to_video(self) -> bool: ...
 
+    @property
+    def data_uri_images(self) -> bool: ...
+
     def __call__(
         self, settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> Provider: ...

@@ -162,6 +162,7 @@ class RunAPIProvider(HTTPAdapter):
     kind: ClassVar[str] = "runapi"
     models: ClassVar[tuple[str, ...]] = ("hailuo-2.3",)
     text_to_video: ClassVar[bool] = False
+    data_uri_images: ClassVar[bool] = False  # its image field is a URL (providers.md)
 
     async def create(self, job: VideoJob) -> Submitted:
         if job.image is None:

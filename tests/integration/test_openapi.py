@@ -1,0 +1,164 @@
+"""``/schema/openapi.json`` says what the app does: every status each route answers, with its
+media type, and request schemas that accept exactly what the validators accept. Regression tests
+for what the API fuzzer (tests/e2e/test_fuzz.py) found."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+import jsonschema_rs
+import pytest
+
+from gateway.schemas import WHITESPACE
+from tests.integration.conftest import IMAGE, Harness
+
+PROBLEM = "application/problem+json"
+JSON = "application/json"
+
+
+async def openapi(h: Harness) -> dict[str, Any]:
+    response = await h.client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def answers(document: dict[str, Any], path: str, method: str) -> dict[str, str | None]:
+    """Status → media type (None for no body) of one operation."""
+    responses = document["paths"][path][method]["responses"]
+    return {
+        status: next(iter(spec["content"]), None) if spec.get("content") else None
+        for status, spec in responses.items()
+    }
+
+
+async def test_openapi_documents_every_status_each_route_answers(harness: Harness) -> None:
+    document = await openapi(harness)
+    assert answers(document, "/v1/videos", "post") == {
+        "200": JSON, "202": JSON, "400": PROBLEM, "401": PROBLEM, "409": PROBLEM,
+        "413": PROBLEM, "422": PROBLEM, "429": PROBLEM, "502": PROBLEM, "503": PROBLEM,
+        "504": PROBLEM,
+    }  # fmt: skip
+    assert answers(document, "/v1/videos/{task_id}", "get") == {
+        "200": JSON, "400": PROBLEM, "401": PROBLEM, "404": PROBLEM, "429": PROBLEM,
+        "503": PROBLEM,
+    }  # fmt: skip
+    assert answers(document, "/v1/providers", "get") == {
+        "200": JSON, "401": PROBLEM, "429": PROBLEM, "503": PROBLEM,
+    }  # fmt: skip
+    assert answers(document, "/v1/callbacks/{provider}/{token}", "post") == {
+        "204": None, "400": PROBLEM, "404": PROBLEM, "503": PROBLEM,
+    }  # fmt: skip
+    assert answers(document, "/healthz", "get") == {"200": JSON}
+    assert answers(document, "/readyz", "get") == {"200": JSON, "503": JSON}
+
+
+async def test_every_problem_answer_is_documented_with_the_problem_schema(
+    harness: Harness,
+) -> None:
+    document = await openapi(harness)
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, spec in operation["responses"].items():
+                if status.startswith(("4", "5")) and (path, status) != ("/readyz", "503"):
+                    schema = spec["content"][PROBLEM]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Problem"}, (method, path)
+
+
+async def test_openapi_names_the_bearer_scheme_on_v1_routes_only(harness: Harness) -> None:
+    document = await openapi(harness)
+    assert document["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
+    for path, item in document["paths"].items():
+        for operation in item.values():
+            guarded = path.startswith("/v1/") and not path.startswith("/v1/callbacks/")
+            assert (operation.get("security") == [{"BearerAuth": []}]) is guarded, path
+
+
+async def test_rate_limited_answers_document_retry_after(harness: Harness) -> None:
+    document = await openapi(harness)
+    headers = document["paths"]["/v1/videos"]["post"]["responses"]["429"]["headers"]
+    assert headers["Retry-After"]["required"] is True
+
+
+async def test_openapi_offers_webhook_url_only_when_webhooks_are_configured(
+    harness: Harness, harness_factory: Any
+) -> None:
+    without = (await openapi(harness))["components"]["schemas"]["CreateVideoRequest"]
+    assert "webhook_url" not in without["properties"]
+
+    async def receiver(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("no webhook is sent here")
+
+    with_webhooks: Harness = await harness_factory(webhooks=receiver)
+    document = await openapi(with_webhooks)
+    assert "webhook_url" in document["components"]["schemas"]["CreateVideoRequest"]["properties"]
+
+
+PNG = "data:image/png;base64,iVBORw0KGgoAAAAAAAAAAA=="
+# (body overrides, valid?) for bodies where the document and the validators used to disagree.
+EDGES: list[tuple[dict[str, Any], bool]] = [
+    ({"prompt": ""}, False),
+    ({"prompt": " \u3000\x1c "}, False),  # only whitespace, as str.strip() sees it
+    ({"prompt": "\x1cx\u2028"}, True),
+    ({"prompt": "x" * 2000 + "\n "}, True),
+    ({"prompt": "x" * 2001}, False),
+    ({"": 1}, False),
+    ({"colour": "red"}, False),
+    ({"routing": {"providers": []}}, False),
+    ({"routing": {"providers": ["apiinone", "runapi"]}}, True),
+    ({"routing": {"providers": ["nope"]}}, False),
+    ({"routing": {"max_price_usd": 0}}, False),
+    ({"routing": {"region": "eu"}}, False),
+    ({"model": "hailuo-9"}, False),
+    ({"duration": "10"}, True),
+    ({"duration": " 6\x1e"}, True),
+    ({"duration": "7"}, False),
+    ({"duration": 6.5}, False),
+    ({"resolution": "1080p"}, True),
+    ({"resolution": "\u3000768P "}, True),
+    ({"resolution": "720P"}, False),
+    ({"duration": 10, "resolution": "1080P"}, False),
+    ({"duration": "10", "resolution": " 1080p"}, False),
+    ({"metadata": {str(i): "v" for i in range(17)}}, False),
+    ({"metadata": {"": "v"}}, False),
+    ({"metadata": {"k": "v" * 513}}, False),
+    ({"metadata": {"k" * 64: "v" * 512}}, True),
+    ({"image": "HTTP://example.com/a.png"}, False),
+    ({"image": "https://example.com/a b.png"}, False),
+    ({"image": "https://example.com/a\u3000.png"}, False),
+    ({"image": "https://user:pw@example.com/a.png"}, False),
+    ({"image": "https://example.com:65536/a.png"}, False),
+    ({"image": "https://example.com:65535/a.png?x=1#f"}, True),
+    ({"image": PNG}, True),
+    ({"image": PNG + "\n"}, False),
+    ({"image": "data:image/png;base64,iVBORw0K Ggo="}, False),
+    ({"image": "data:image/jpeg;base64,iVBORw0KGgo="}, False),
+    ({"webhook_url": "https://example.com/hook"}, False),  # no webhook secret configured
+]
+
+
+@pytest.mark.parametrize(("fields", "valid"), EDGES)
+async def test_request_schema_and_validators_agree(
+    harness: Harness, fields: dict[str, Any], valid: bool
+) -> None:
+    document = await openapi(harness)
+    validator = jsonschema_rs.validator_for(
+        {"$ref": "#/components/schemas/CreateVideoRequest", "components": document["components"]}
+    )
+    body = {"prompt": "a red fox", "image": IMAGE, **fields}
+    assert validator.is_valid(body) is valid
+    response = await harness.create(body)
+    refused = response.status_code in (400, 422) and response.json()["code"] == "invalid_request"
+    assert refused is not valid, response.text
+
+
+def test_documented_whitespace_is_exactly_what_str_strip_removes() -> None:
+    # The patterns spell out the whitespace class so every regex dialect reads it alike; it must
+    # stay the set the validators trim, or the document and the server disagree again.
+    spelled = re.compile(f"[{WHITESPACE}]")
+    every = (chr(c) for c in range(sys.maxunicode + 1))
+    assert {ch for ch in every if spelled.fullmatch(ch)} == {
+        chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()
+    }
