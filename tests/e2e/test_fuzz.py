@@ -138,6 +138,13 @@ def report(name: str, run: Run) -> str:
     )
 
 
+@pytest.fixture(autouse=True)
+def healthy_resellers(sandbox_process: Sandbox) -> None:
+    """Knobs another test turned (faults, latency) must not leak into the fuzz run, which
+    asserts no 5xx with healthy resellers."""
+    sandbox_process.reset()
+
+
 @pytest.fixture(scope="module")
 def fuzz_gateway(
     sandbox_process: Sandbox, redis_url: str, tmp_path_factory: pytest.TempPathFactory
