@@ -128,9 +128,15 @@ class Refresher:
         started = time.perf_counter()
         try:
             upstream = await adapter.status(record.provider_task_id)
-            self._metrics.upstream_call(
-                record.provider or "", "status", "ok", time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            self._metrics.upstream_call(record.provider or "", "status", "ok", seconds)
+            # Status reads are the hot path: one line each at DEBUG; failures log at WARNING.
+            logger.debug(
+                "upstream status read",
+                extra={"task_id": record.id, "provider": record.provider, "operation": "status",
+                       "outcome": "ok", "upstream_status": upstream.raw_status,
+                       "latency_ms": round(seconds * 1000, 1)},
+            )  # fmt: skip
         except ProviderError as exc:
             self._metrics.upstream_call(
                 record.provider or "", "status", exc.outcome, time.perf_counter() - started
