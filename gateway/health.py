@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from gateway.config import CircuitSettings
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
-from gateway.store import KEY_PREFIX, translated
+from gateway.store import Keys, translated
 from providers import errors as perr
 
 logger = logging.getLogger(__name__)
@@ -140,22 +140,6 @@ class Health:
         self._refreshing: asyncio.Task[dict[str, ProviderHealth]] | None = None
         self._record_failure = redis.register_script(_RECORD_FAILURE)
 
-    @staticmethod
-    def circuit_key(name: str) -> str:
-        return f"{KEY_PREFIX}:circuit:{name}"
-
-    @staticmethod
-    def lease_key(name: str) -> str:
-        return f"{KEY_PREFIX}:circuit:{name}:half_open"
-
-    @staticmethod
-    def outcomes_key(name: str) -> str:
-        return f"{KEY_PREFIX}:health:{name}:outcomes"
-
-    @staticmethod
-    def latency_key(name: str) -> str:
-        return f"{KEY_PREFIX}:health:{name}:latency_ms"
-
     def now(self) -> float:
         return self._clock()
 
@@ -178,9 +162,9 @@ class Health:
             for name, (outcomes, latencies) in pending.items():
                 self._push_samples(pipe, name, outcomes, latencies)
             for name in self._names:
-                pipe.hmget(self.circuit_key(name), "failures", "task_failures", "open_until")
-                pipe.lrange(self.outcomes_key(name), 0, OUTCOME_WINDOW - 1)
-                pipe.lrange(self.latency_key(name), 0, LATENCY_WINDOW - 1)
+                pipe.hmget(Keys.circuit(name), "failures", "task_failures", "open_until")
+                pipe.lrange(Keys.health_outcomes(name), 0, OUTCOME_WINDOW - 1)
+                pipe.lrange(Keys.health_latency(name), 0, LATENCY_WINDOW - 1)
             raw = (await pipe.execute())[-3 * len(self._names) :]
         snapshot = {}
         for i, name in enumerate(self._names):
@@ -213,7 +197,9 @@ class Health:
         if state is Circuit.OPEN:
             return False
         async with counted(self._metrics, "health"), translated():
-            won = await self._redis.set(self.lease_key(name), "1", nx=True, px=int(lease_s * 1000))
+            won = await self._redis.set(
+                Keys.circuit_lease(name), "1", nx=True, px=int(lease_s * 1000)
+            )
         return bool(won)
 
     async def record(
@@ -264,11 +250,11 @@ class Health:
         self, pipe: Any, name: str, outcomes: Sequence[int], latencies: Sequence[float]
     ) -> None:
         if outcomes:
-            pipe.lpush(self.outcomes_key(name), *outcomes)
-            pipe.ltrim(self.outcomes_key(name), 0, OUTCOME_WINDOW - 1)
+            pipe.lpush(Keys.health_outcomes(name), *outcomes)
+            pipe.ltrim(Keys.health_outcomes(name), 0, OUTCOME_WINDOW - 1)
         if latencies:
-            pipe.lpush(self.latency_key(name), *latencies)
-            pipe.ltrim(self.latency_key(name), 0, LATENCY_WINDOW - 1)
+            pipe.lpush(Keys.health_latency(name), *latencies)
+            pipe.ltrim(Keys.health_latency(name), 0, LATENCY_WINDOW - 1)
 
     async def _write(
         self,
@@ -291,8 +277,8 @@ class Health:
                 [round(latency_ms, 1)] if latency_ms is not None else [],
             )
             if verdict is Verdict.SUCCESS:
-                pipe.hset(self.circuit_key(name), mapping={counter: 0, "open_until": 0})
-                pipe.delete(self.lease_key(name))
+                pipe.hset(Keys.circuit(name), mapping={counter: 0, "open_until": 0})
+                pipe.delete(Keys.circuit_lease(name))
             await pipe.execute()
             if verdict is Verdict.FAILURE:
                 await self._fail(name, error, counter)
@@ -313,7 +299,7 @@ class Health:
             )  # fmt: skip
         circuit = self._settings
         result: Any = await self._record_failure(
-            keys=[self.circuit_key(name), self.lease_key(name)],
+            keys=[Keys.circuit(name), Keys.circuit_lease(name)],
             args=[self._clock(), circuit.failures_to_open, circuit.cooldown_s, force, counter],
         )
         failures, open_until = int(result[0]), float(result[1])

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from redis.asyncio import Redis
 
 from gateway.errors import RateLimited, StoreUnavailable
-from gateway.store import KEY_PREFIX, translated
+from gateway.store import Keys, translated
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ class RateLimiter:
         self._limits = {name: rate for name, rate in per_minute.items() if rate}
         self._take = redis.register_script(_TAKE)
 
-    @staticmethod
-    def key(client: str) -> str:
-        return f"{KEY_PREFIX}:rate:{client}"
-
     async def check(self, client: str) -> None:
         """Take one token for ``client``; raises RateLimited when there is none. A client
         without a configured rate is unlimited. If Redis is down the request goes on (it will
@@ -58,7 +54,7 @@ class RateLimiter:
             return
         try:
             async with translated():
-                wait = float(await self._take(keys=[self.key(client)],
+                wait = float(await self._take(keys=[Keys.rate(client)],
                                               args=[per_minute / 60.0, per_minute]))  # fmt: skip
         except StoreUnavailable:
             logger.warning("rate limit not checked: redis unreachable", extra={"client": client})

@@ -91,6 +91,27 @@ class Keys:
     def webhook(delivery_id: str) -> str:
         return f"{KEY_PREFIX}:webhook:{delivery_id}"
 
+    @staticmethod
+    def circuit(provider: str) -> str:
+        return f"{KEY_PREFIX}:circuit:{provider}"
+
+    @staticmethod
+    def circuit_lease(provider: str) -> str:
+        """The half-open trial call's lease."""
+        return f"{KEY_PREFIX}:circuit:{provider}:half_open"
+
+    @staticmethod
+    def health_outcomes(provider: str) -> str:
+        return f"{KEY_PREFIX}:health:{provider}:outcomes"
+
+    @staticmethod
+    def health_latency(provider: str) -> str:
+        return f"{KEY_PREFIX}:health:{provider}:latency_ms"
+
+    @staticmethod
+    def rate(client: str) -> str:
+        return f"{KEY_PREFIX}:rate:{client}"
+
 
 def new_task_id() -> str:
     """``vid_`` + 26 base32 characters of 128 random bits: opaque, URL-safe, unguessable."""

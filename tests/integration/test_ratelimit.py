@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from gateway.errors import RateLimited
 from gateway.ratelimit import RateLimiter
-from gateway.store import connect
+from gateway.store import Keys, connect
 from tests.integration.conftest import IMAGE, OTHER_KEY, Harness
 
 
@@ -45,7 +45,7 @@ async def test_instances_share_one_bucket(redis: Redis, redis_url: str) -> None:
 
 async def test_tokens_refill_over_time(redis: Redis) -> None:
     limiter = RateLimiter(redis, {"fast": 6000})  # 100 per second
-    await redis.hset(RateLimiter.key("fast"), mapping={"tokens": "0", "ts": "0"})
+    await redis.hset(Keys.rate("fast"), mapping={"tokens": "0", "ts": "0"})
     await limiter.check("fast")  # decades have passed since ts=0: the bucket is full again
 
 
