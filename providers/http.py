@@ -28,8 +28,11 @@ from providers.errors import (
     UpstreamServerError,
     mentions_content_refusal,
 )
+from providers.transport import AiohttpTransport
 
 USER_AGENT = "hailuo-gateway/0.1"
+POOL_LIMITS = httpx.Limits(max_connections=200, keepalive_expiry=5.0)
+"""Per reseller account: at most 200 requests in flight; idle connections close after 5 s."""
 
 T = TypeVar("T")
 
@@ -37,13 +40,16 @@ T = TypeVar("T")
 def build_client(
     settings: ProviderSettings, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """A pooled client for one reseller account; the key rides in a default header."""
+    """A pooled client for one reseller account; the key rides in a default header.
+
+    Requests go through :class:`~providers.transport.AiohttpTransport` unless ``transport`` is
+    given (the unit tests give httpx's own, which respx mocks).
+    """
     timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s, pool=5.0)
     return httpx.AsyncClient(
         base_url=settings.base_url,
         timeout=timeout,
-        transport=transport,
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        transport=transport or AiohttpTransport(limits=POOL_LIMITS),
         headers={
             "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
             "User-Agent": USER_AGENT,

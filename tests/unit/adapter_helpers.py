@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import httpx
 import respx
 from pydantic import SecretStr
 
@@ -85,6 +86,12 @@ def upstream(reseller: Reseller) -> Iterator[respx.MockRouter]:
     """The reseller's HTTP API, mocked; routes a test leaves uncalled are no failure."""
     with respx.mock(base_url=reseller.base, assert_all_called=False) as router:
         yield router
+
+
+def mockable() -> httpx.AsyncHTTPTransport:
+    """httpx's own transport for an adapter under test: respx intercepts its connection pool
+    (the adapters' default aiohttp transport is tested against real sockets instead)."""
+    return httpx.AsyncHTTPTransport()
 
 
 def answer(route: respx.Route, http_status: int, body: object) -> None:

@@ -20,7 +20,17 @@ from providers.errors import (
     TaskNotFound,
     UpstreamServerError,
 )
-from tests.unit.adapter_helpers import APIINONE, IMAGE, KEY, VIDEO, answer, envelope, job, upstream
+from tests.unit.adapter_helpers import (
+    APIINONE,
+    IMAGE,
+    KEY,
+    VIDEO,
+    answer,
+    envelope,
+    job,
+    mockable,
+    upstream,
+)
 
 CREATE = APIINONE.create
 TASK_ID = APIINONE.task_id
@@ -54,7 +64,7 @@ def mock() -> Iterator[respx.MockRouter]:
 async def provider(
     settings: ProviderSettings, mock: respx.MockRouter
 ) -> AsyncIterator[APIInOneProvider]:
-    adapter = APIInOneProvider(settings)
+    adapter = APIInOneProvider(settings, transport=mockable())
     yield adapter
     await adapter.aclose()
 

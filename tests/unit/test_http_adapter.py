@@ -26,6 +26,7 @@ from tests.unit.adapter_helpers import (
     answer,
     envelope,
     job,
+    mockable,
     reseller_id,
     upstream,
 )
@@ -48,7 +49,7 @@ def mock(reseller: Reseller) -> Iterator[respx.MockRouter]:
 
 @pytest.fixture
 async def provider(reseller: Reseller, mock: respx.MockRouter) -> AsyncIterator[Provider]:
-    adapter = reseller.adapter(reseller.settings())
+    adapter = reseller.adapter(reseller.settings(), transport=mockable())
     yield adapter
     await adapter.aclose()
 

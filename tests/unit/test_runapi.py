@@ -20,7 +20,7 @@ from providers.errors import (
     UpstreamServerError,
 )
 from providers.runapi import RunAPIProvider, parse_error, to_wire
-from tests.unit.adapter_helpers import IMAGE, KEY, RUNAPI, VIDEO, answer, job, upstream
+from tests.unit.adapter_helpers import IMAGE, KEY, RUNAPI, VIDEO, answer, job, mockable, upstream
 
 CREATE = RUNAPI.create
 TASK_ID = RUNAPI.task_id
@@ -53,7 +53,7 @@ def mock() -> Iterator[respx.MockRouter]:
 async def provider(
     settings: ProviderSettings, mock: respx.MockRouter
 ) -> AsyncIterator[RunAPIProvider]:
-    adapter = RunAPIProvider(settings)
+    adapter = RunAPIProvider(settings, transport=mockable())
     yield adapter
     await adapter.aclose()
 
