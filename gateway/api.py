@@ -6,8 +6,8 @@ import contextlib
 import re
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency, Provide
+from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
@@ -76,7 +76,8 @@ class VideoController(Controller):
     tags = ["videos"]
     guards = [require_client]
     security = BEARER
-    dependencies = {"client": Provide(current_client, sync_to_thread=False)}
+    # The client comes from current_client(request), not a dependency: Litestar resolves two
+    # or more dependencies of one handler in an anyio task group, which cost ~15% of a lookup.
 
     @post(
         "/",
@@ -106,15 +107,15 @@ class VideoController(Controller):
     )
     async def create(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[CreateVideoRequest],
-        client: NamedDependency[str],
         service: NamedDependency[VideoService],
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(name=HEADER, required=False, description="1–255 printable chars"),
         ] = None,
     ) -> Response[Task]:
-        outcome = await service.create(client, data, check_key(idempotency_key))
+        outcome = await service.create(current_client(request), data, check_key(idempotency_key))
         return Response(outcome.task, status_code=200 if outcome.replayed else 202)
 
     @get(
@@ -130,11 +131,14 @@ class VideoController(Controller):
     )
     async def read(
         self,
+        request: Request[Any, Any, Any],
         task_id: FromPath[str],
-        client: NamedDependency[str],
         service: NamedDependency[VideoService],
-    ) -> Task:
-        return await service.get(client, task_id)
+    ) -> Response[bytes]:
+        # The body is a Task (responses[200] documents it), encoded by the service: final
+        # tasks' bytes come from its cache without a model round trip.
+        body = await service.get_json(current_client(request), task_id)
+        return Response(body, media_type=MediaType.JSON)
 
 
 class ProviderController(Controller):

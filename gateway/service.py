@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.cache import FinalTask, FinalTasks
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -63,8 +64,10 @@ class VideoService:
         options: ServiceOptions,
         *,
         metrics: Metrics,
+        final_tasks: FinalTasks | None = None,
     ) -> None:
         self._metrics = metrics
+        self._final = final_tasks if final_tasks is not None else FinalTasks()
         self._store = store
         self._router = router
         self._refresher = refresher
@@ -190,13 +193,24 @@ class VideoService:
             else:
                 return
 
-    async def get(self, client: str, task_id: str) -> Task:
+    async def get_json(self, client: str, task_id: str) -> bytes:
+        """The task's public view (:class:`~gateway.schemas.Task`) as the JSON body of the
+        answer, refreshed from its upstream when a poll is due. A final task is answered from
+        this process's :class:`~gateway.cache.FinalTasks` once it has been read."""
+        cached = self._final.get(task_id)
+        if cached is not None and cached.client == client:
+            return cached.body
         record = await self._store.get(task_id) if TASK_ID.match(task_id) else None
         if record is None or record.client != client:
             raise NotFound(f"no task {task_id}")
         if self._refresher.due(record):
             record = await self._refresher.refresh(record)
-        return record.public()
+        body = record.public().model_dump_json().encode()
+        if record.is_final:
+            self._final.put(
+                record.id, FinalTask(record.client, body, self._store.expires_at(record))
+            )
+        return body
 
     async def callback(self, provider: str, token: str) -> None:
         """An upstream says a task changed. Only a hint: the status is read from the upstream,

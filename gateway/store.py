@@ -293,6 +293,11 @@ class TaskStore:
             # 128 random bits do not collide; a duplicate means a bug, so fail loudly.
             raise RuntimeError(f"task id collision: {record.id}")
 
+    def expires_at(self, record: TaskRecord) -> float:
+        """When the task's key is gone at the earliest (Unix seconds). Writes keep the TTL set
+        at creation, and ``created_at`` (whole seconds) is taken just before that write."""
+        return record.created_at + self._ttl_s - 1
+
     async def save(self, record: TaskRecord) -> bool:
         """Overwrite a task that is not final yet, keeping its TTL. False when the stored task
         is already final (or gone): the caller holds a stale copy."""

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
 
 from providers.sandbox.engine import FAILURE_MESSAGE
 from tests.integration.conftest import FAST, IMAGE, OTHER_KEY, Harness
@@ -87,6 +88,46 @@ async def test_final_task_is_served_without_asking_the_upstream(harness: Harness
     for _ in range(5):
         assert (await harness.read(task_id)).json()["status"] == "completed"
     assert harness.runapi.counters.status_calls == calls
+
+
+async def redis_reads(redis: Redis) -> int:
+    """GET commands the Redis server has run so far."""
+    stats: dict[str, Any] = await redis.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+async def test_final_task_is_answered_again_from_memory_without_reading_redis(
+    harness: Harness, redis: Redis
+) -> None:
+    task_id = (await harness.create(body())).json()["id"]
+    final = await wait_final(harness, task_id)
+    first = await harness.read(task_id)  # read once as final: from now on it is in memory
+    before = await redis_reads(redis)
+    again = [await harness.read(task_id) for _ in range(5)]
+    assert await redis_reads(redis) == before
+    assert {a.content for a in again} == {first.content}
+    assert first.json() == final
+    assert first.headers["content-type"] == "application/json"
+
+
+async def test_remembered_final_task_is_still_404_for_another_client(harness: Harness) -> None:
+    task_id = (await harness.create(body())).json()["id"]
+    await wait_final(harness, task_id)
+    assert (await harness.read(task_id)).status_code == 200
+    response = await harness.read(task_id, key=OTHER_KEY)
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+async def test_unfinished_task_is_read_from_redis_on_every_lookup(
+    harness: Harness, redis: Redis
+) -> None:
+    harness.runapi.update_knobs({"queue_s": 30, "complete_after_s": 60})
+    task_id = (await harness.create(body())).json()["id"]
+    before = await redis_reads(redis)
+    for _ in range(3):
+        assert (await harness.read(task_id)).json()["status"] in ("queued", "processing")
+    assert await redis_reads(redis) - before >= 3
 
 
 async def test_lookups_within_the_poll_interval_share_one_upstream_read(

@@ -162,3 +162,15 @@ def test_documented_whitespace_is_exactly_what_str_strip_removes() -> None:
     assert {ch for ch in every if spelled.fullmatch(ch)} == {
         chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()
     }
+
+
+async def test_task_lookups_document_the_task_schema_though_the_body_is_encoded_by_hand(
+    harness: Harness,
+) -> None:
+    document = await openapi(harness)
+    for path, method, status in (
+        ("/v1/videos/{task_id}", "get", "200"),
+        ("/v1/videos", "post", "202"),
+    ):
+        spec = document["paths"][path][method]["responses"][status]["content"][JSON]["schema"]
+        assert spec == {"$ref": "#/components/schemas/Task"}, (path, spec)
