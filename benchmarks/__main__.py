@@ -9,6 +9,7 @@ and on SIGTERM.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import signal
@@ -26,6 +27,7 @@ from benchmarks.processes import (
     ProcessStack,
     gateway_config,
     memory_kib,
+    process_tree,
     start_gateway,
     start_redis,
     start_sandbox,
@@ -48,6 +50,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--final-tasks", type=int, default=1000, help="final tasks the lookups cycle over")
     add("--poll-tasks", type=int, default=100, help="rendering tasks the clients poll")
     add("--poll-interval", type=float, default=1.0, help="the gateway's status.poll_interval_s")
+    add("--workers", type=int, default=default_workers(),
+        help="gateway worker processes (default: the CPU count, at most 4)")  # fmt: skip
     add("--tool", choices=["auto", "wrk", "python"], default="auto",
         help="load tool: wrk if on PATH (auto), or the built-in Python one")  # fmt: skip
     add("--load-processes", type=int, default=1, help="processes of the Python load tool")
@@ -65,6 +69,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def default_workers() -> int:
+    """One gateway worker per core, up to 4: past that the load generator, the sandbox and
+    Redis on the same host are the limit."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -75,7 +85,7 @@ def run(args: argparse.Namespace, stack: ProcessStack, workdir: Path) -> report.
     redis = start_redis(stack, workdir / "redis")
     sandbox, urls = start_sandbox(stack, workdir)
     config = gateway_config(urls.runapi, redis.url, workdir / "gateway-data", args.poll_interval)
-    gateway, gateway_url = start_gateway(stack, workdir, config)
+    gateway, gateway_url = start_gateway(stack, workdir, config, args.workers)
     system = scenarios.System(
         gateway_url=gateway_url,
         runapi_url=urls.runapi,
@@ -101,7 +111,8 @@ def run(args: argparse.Namespace, stack: ProcessStack, workdir: Path) -> report.
     polling = scenarios.rendering_polls(system, options)
     if not gateway.alive():
         raise RuntimeError(f"the gateway died under load: {gateway.log_tail()}")
-    rss_kib, peak_kib = memory_kib(gateway.pid)
+    rss_kib, peak_kib = memory_kib(gateway.pid)  # the parent and its workers together
+    gateway_processes = len(process_tree(gateway.pid))
     stack.stop_all()  # the memory runs need neither the gateway nor the load
     print(f"  (e) storing {args.tasks:,} tasks per record kind in a fresh Redis…", flush=True)
     memory = [measure_memory(stack, workdir, args.tasks, kind) for kind in ("rendering", "final")]
@@ -116,6 +127,8 @@ def run(args: argparse.Namespace, stack: ProcessStack, workdir: Path) -> report.
         memory=memory,
         rss_bytes=rss_kib * 1024,
         peak_rss_bytes=peak_kib * 1024,
+        gateway_workers=args.workers,
+        gateway_processes=gateway_processes,
     )
 
 
@@ -132,8 +145,14 @@ def settings_line(args: argparse.Namespace) -> str:
         f"{args.concurrency} connections, fixed rate {args.rate:g} RPS, "
         f"{args.final_tasks} final tasks looked up, {args.poll_tasks} rendering tasks polled, "
         f"status.poll_interval_s {args.poll_interval:g}, {args.tasks:,} tasks per memory run, "
-        "gateway log level INFO, one gateway worker"
+        f"gateway log level INFO, {workers_label(args.workers)}"
     )
+
+
+def workers_label(workers: int) -> str:
+    if workers == 1:
+        return "one gateway worker"
+    return f"{workers} gateway workers (`gateway serve --workers {workers}`)"
 
 
 def command_line(argv: Sequence[str]) -> str:

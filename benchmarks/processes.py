@@ -210,13 +210,18 @@ def gateway_config(runapi_url: str, redis_url: str, data_dir: Path, poll_interva
     }
 
 
-def start_gateway(stack: ProcessStack, workdir: Path, config: Any) -> tuple[Child, str]:
-    """``python -m gateway serve`` on a free port; returns once ``/healthz`` answers."""
+def start_gateway(
+    stack: ProcessStack, workdir: Path, config: Any, workers: int = 1
+) -> tuple[Child, str]:
+    """``python -m gateway serve --workers N`` on a free port; returns once ``/healthz``
+    answers. With N > 1 that is when the first worker is up: the supervisor spawns all N at
+    once, and each run first waits for the gateway's process tree to go idle, which is also
+    when the others have finished starting."""
     config_path = workdir / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
-            "--port", str(port)]  # fmt: skip
+            "--port", str(port), "--workers", str(workers)]  # fmt: skip
     env = child_env({"GATEWAY_KEY_BENCH": CLIENT_KEY, "RUNAPI_API_KEY": RUNAPI_KEY})
     child = spawn("gateway", argv, workdir / "gateway.log", env)
     stack.push("gateway", child)
@@ -243,22 +248,58 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces):
+    ``[0]`` state, ``[1]`` parent pid, ``[11]`` utime, ``[12]`` stime."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (a multi-worker gateway's workers are its children),
+    from the parent pids in ``/proc``; empty when ``pid`` is gone."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int(_stat_fields(entry.name)[1])
+        except OSError:  # exited while we looked
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    if not Path(f"/proc/{pid}").exists():
+        return []
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process, from ``/proc/<pid>/stat``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    """User + system CPU time of a running process and its live descendants, from
+    ``/proc/<pid>/stat``: a multi-worker gateway's work is done in its workers."""
+    ticks = 0
+    for member in process_tree(pid):
+        try:
+            fields = _stat_fields(member)
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
-    """``(VmRSS, VmHWM)`` in KiB: resident now, and its peak."""
+    """``(VmRSS, VmHWM)`` in KiB, each summed over the process and its descendants: resident
+    now, and the sum of each process's own peak (an upper bound of the tree's peak)."""
     values = {"VmRSS": 0, "VmHWM": 0}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in values:
-            values[key] = int(rest.split()[0])
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] += int(rest.split()[0])
     return values["VmRSS"], values["VmHWM"]

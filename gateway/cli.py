@@ -1,6 +1,7 @@
 """``gateway serve`` and ``gateway demo`` (also ``python -m gateway``).
 
 argparse from the standard library is enough for two subcommands and a handful of flags.
+``serve --workers N`` (N > 1) hands over to :mod:`gateway.workers`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gateway.config import ConfigError, Settings, load_settings, resolve_secrets
+from gateway.config import ConfigError, load_settings, override_server, resolve_secrets
 
 
 def _config_path(arg: str | None, environ: Mapping[str, str]) -> Path:
     return Path(arg or environ.get("GATEWAY_CONFIG") or "config.yaml")
-
-
-def _with_server(settings: Settings, host: str | None, port: int | None) -> Settings:
-    update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    if not update:
-        return settings
-    return settings.model_copy(update={"server": settings.server.model_copy(update=update)})
 
 
 def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -31,15 +25,21 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from gateway.app import create_app
     from gateway.logs import configure_logging
 
+    config_path = _config_path(args.config, environ)
     try:
-        settings = _with_server(
-            load_settings(_config_path(args.config, environ), environ), args.host, args.port
-        )
+        settings = override_server(
+            load_settings(config_path, environ),
+            host=args.host, port=args.port, workers=args.workers,
+        )  # fmt: skip
         secrets = resolve_secrets(settings, environ)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log.level)
+    if settings.server.workers > 1:
+        from gateway.workers import run_workers
+
+        return run_workers(settings, config_path)
     uvicorn.run(
         create_app(settings, secrets),
         host=settings.server.host,
@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config", help="config file (default $GATEWAY_CONFIG or config.yaml)")
         cmd.add_argument("--host", help="listen address (default from config)")
         cmd.add_argument("--port", type=int, help="listen port (default from config)")
+        if name == "serve":
+            cmd.add_argument(
+                "--workers", type=int, help="worker processes (default server.workers, 1)"
+            )
     return parser
 
 

@@ -49,6 +49,9 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     public_url: str | None = None
     max_body_bytes: int = Field(12 * 1024 * 1024, ge=1024)
+    workers: int = Field(1, ge=1, le=64)
+    """Worker processes sharing the listening socket (``gateway.workers``). 1: the app runs in
+    the ``gateway serve`` process itself."""
 
 
 class RedisSettings(_Section):
@@ -268,12 +271,26 @@ def settings_from_mapping(
         raise ConfigError(_describe(exc, source)) from exc
 
 
-def _describe(exc: ValidationError, source: str | None) -> str:
+def override_server(settings: Settings, **values: str | int | None) -> Settings:
+    """``settings`` with the ``server`` keys given (the CLI's ``--host``, ``--port``,
+    ``--workers``; None leaves a key alone), validated like the file: ``model_copy`` alone
+    would let ``--workers 0`` through."""
+    update = {key: value for key, value in values.items() if value is not None}
+    if not update:
+        return settings
+    try:
+        server = ServerSettings.model_validate({**settings.server.model_dump(), **update})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "command line", prefix="server.")) from exc
+    return settings.model_copy(update={"server": server})
+
+
+def _describe(exc: ValidationError, source: str | None, *, prefix: str = "") -> str:
     where = source or "configuration"
     lines = [f"{where}: {exc.error_count()} invalid setting(s)"]
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {key}: {error['msg']}")
+        lines.append(f"  {prefix}{key}: {error['msg']}")
     return "\n".join(lines)
 
 

@@ -10,17 +10,26 @@ and anything else is recorded as ``other`` (or ``unmatched`` for a route). A tas
 prompt, a URL or a raw path can therefore never become a label value. The known label values
 are initialised at start, so every series exists (at 0) before its first event.
 
-Multiprocess mode is not used: the gateway runs one worker per process (README, *Decisions*),
-so each process serves its own ``/metrics`` and Prometheus scrapes every instance.
+With one worker (the default) each process keeps its metrics in memory and serves its own
+``/metrics``. With ``server.workers`` > 1 (``gateway.workers``) every worker writes its values to
+files in a directory shared by the workers (prometheus-client's multiprocess mode, which the
+library switches on at import time from ``PROMETHEUS_MULTIPROC_DIR``), and whichever worker
+answers ``/metrics`` merges all of them: counters and histograms add up, ``gateway_build_info``
+takes the max (1) and ``gateway_circuit_state`` the value set most recently by any worker.
+Neither gauge mode needs the files of dead workers removed. Multiprocess mode has no
+``*_created`` samples; every other series is the same in both modes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Final, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import values as prometheus_values
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import __version__
 from providers import errors as perr
@@ -77,17 +86,45 @@ def _pick(value: str, allowed: Iterable[str], fallback: str = OTHER) -> str:
     return value if value in allowed else fallback
 
 
-class Metrics:
-    """The gateway's metrics, in a registry of their own. ``providers``: the configured names."""
+class MultiprocessModeOff(RuntimeError):
+    """A multiprocess directory was given, but prometheus-client was imported without
+    ``PROMETHEUS_MULTIPROC_DIR`` set, so this process's values would never reach the files."""
 
-    def __init__(self, providers: Sequence[str], *, version: str = __version__) -> None:
+
+def _values_go_to_files() -> bool:
+    # prometheus-client picks its value class once, when it is imported; only the mmap-backed
+    # one has this attribute set.
+    return bool(getattr(prometheus_values.ValueClass, "_multiprocess", False))
+
+
+class Metrics:
+    """The gateway's metrics, in a registry of their own. ``providers``: the configured names.
+
+    ``multiprocess_dir``: the directory every worker of one ``gateway serve --workers N``
+    writes to (set as ``PROMETHEUS_MULTIPROC_DIR`` before prometheus-client was imported);
+    :meth:`exposition` then answers for all workers together.
+    """
+
+    def __init__(
+        self,
+        providers: Sequence[str],
+        *,
+        version: str = __version__,
+        multiprocess_dir: Path | None = None,
+    ) -> None:
+        if multiprocess_dir is not None and not _values_go_to_files():
+            raise MultiprocessModeOff(
+                "PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported"
+            )
+        self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self._providers = tuple(providers)
         self._routes: frozenset[str] = frozenset()
         r = self.registry
         self._build_info = Gauge(
-            "gateway_build_info", "Always 1; the version is a label", ["version"], registry=r
-        )
+            "gateway_build_info", "Always 1; the version is a label", ["version"], registry=r,
+            multiprocess_mode="max",
+        )  # fmt: skip
         self._http_requests = Counter(
             "gateway_http_requests", "HTTP requests answered, by route template, method and "
             "status", ["route", "method", "status"], registry=r,
@@ -130,7 +167,7 @@ class Metrics:
         )  # fmt: skip
         self._circuit = Gauge(
             "gateway_circuit_state", "Circuit breaker per provider: 0 closed, 1 half_open, 2 open",
-            ["provider"], registry=r,
+            ["provider"], registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self._redis_errors = Counter(
             "gateway_redis_errors", "Redis commands that failed, by the part of the gateway",
@@ -232,5 +269,11 @@ class Metrics:
         self._webhooks.labels(_pick(outcome, WEBHOOK_OUTCOMES)).inc()
 
     def exposition(self) -> bytes:
-        """Every metric in the Prometheus text format (:data:`CONTENT_TYPE`)."""
-        return generate_latest(self.registry)
+        """Every metric in the Prometheus text format (:data:`CONTENT_TYPE`); in multiprocess
+        mode, merged from the files of every worker (a fresh registry per scrape, as the
+        collector reads the directory when collected)."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,8 +136,19 @@ def gateway_config(
 class Gateway:
     """One ``python -m gateway serve`` process; its stderr (the logs) goes to ``log_path``."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "gw") -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        name: str = "gw",
+        *,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``args``: more ``serve`` flags (``--workers 2``); ``env``: more environment."""
         self.workdir = workdir
+        self.args = list(args)
+        self.env = dict(env or {})
         self.config_path = workdir / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"{name}.log"
@@ -149,10 +160,10 @@ class Gateway:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
-             "--port", str(self.port)],
+             "--port", str(self.port), *self.args],
             stdout=log,
             stderr=log,
-            env={**_base_env(), **ENV},
+            env={**_base_env(), **ENV, **self.env},
             cwd=self.workdir,
         )  # fmt: skip
         log.close()

@@ -23,6 +23,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_config_loads_with_the_documented_defaults() -> None:
     settings = load_settings(REPO_CONFIG, {})
     assert settings.server.port == 8080
+    assert settings.server.workers == 1
     assert settings.redis.url is None
     assert settings.routing.strategy == "cheapest"
     assert settings.routing.circuit.failures_to_open == 5
@@ -91,6 +92,21 @@ def test_text_to_video_cannot_be_switched_on_for_a_kind_without_it(tmp_path: Pat
         "    text_to_video: true\n",
     )
     with pytest.raises(ConfigError, match="text_to_video"):
+        load_settings(path, {})
+
+
+def test_server_workers_is_read_from_the_file_and_overridden_by_the_environment(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "server:\n  workers: 2\n")
+    assert load_settings(path, {}).server.workers == 2
+    assert load_settings(path, {"GATEWAY_SERVER__WORKERS": "4"}).server.workers == 4
+
+
+@pytest.mark.parametrize("workers", [0, 65])
+def test_server_workers_outside_1_to_64_is_refused(tmp_path: Path, workers: int) -> None:
+    path = write(tmp_path, f"server:\n  workers: {workers}\n")
+    with pytest.raises(ConfigError, match=r"server\.workers"):
         load_settings(path, {})
 
 

@@ -1,0 +1,161 @@
+"""``gateway serve --workers N``: N uvicorn worker processes behind one listening socket.
+
+One asyncio process saturates one core; on a host with several, N workers use them. Everything
+the workers must agree on is in Redis already (tasks, single-flight polling, circuits, leases,
+rate limits, idempotency records), so they need no other coordination. The parent process:
+
+- validates settings and secrets (the CLI did, before calling :func:`run_workers`);
+- starts the embedded ``redis-server`` once, when ``redis.url`` is unset, and hands its URL to
+  the workers, so they do not race for ``redis.data_dir``;
+- makes a private directory for prometheus-client's multiprocess mode, so ``/metrics`` answers
+  for every worker whichever one serves the scrape, and removes it at exit;
+- runs uvicorn's supervisor, which binds the socket, spawns the workers, restarts a worker
+  that dies and stops them all on SIGTERM or SIGINT.
+
+Workers are *spawned* (fresh interpreters), so they get nothing from the parent but the
+environment: :func:`worker_environ` says what the parent adds to it, and
+:func:`app_from_environment` (uvicorn's ``factory``) rebuilds the settings from the same file
+and environment. Like the CLI, these two entry points are where the environment is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from gateway.config import ConfigError, Settings, load_settings, resolve_secrets
+from gateway.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
+from gateway.logs import configure_logging
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+logger = logging.getLogger(__name__)
+
+APP_FACTORY = "gateway.workers:app_from_environment"
+CONFIG_VAR = "GATEWAY_CONFIG"
+METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client reads it when imported: it must be in a worker's environment from the
+start, which is why the parent sets it rather than the worker."""
+
+
+def worker_environ(
+    settings: Settings, config_path: Path, *, redis_url: str, metrics_dir: Path
+) -> dict[str, str]:
+    """What the parent adds to the workers' environment: the config file (absolute, the same
+    one), the command line's server keys as ``GATEWAY_SERVER__*`` overrides, the Redis to use
+    and the metrics directory. Secrets are in the environment already."""
+    server = settings.server
+    return {
+        CONFIG_VAR: str(config_path.resolve()),
+        "GATEWAY_SERVER__HOST": server.host,
+        "GATEWAY_SERVER__PORT": str(server.port),
+        "GATEWAY_SERVER__WORKERS": str(server.workers),
+        "GATEWAY_REDIS__URL": redis_url,
+        METRICS_DIR_VAR: str(metrics_dir),
+    }
+
+
+def run_workers(settings: Settings, config_path: Path) -> int:
+    """The parent process: returns the exit status once every worker has stopped."""
+    metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
+    embedded = None
+    try:
+        redis_url = settings.redis.url
+        if redis_url is None:
+            embedded = EmbeddedRedis(settings.redis.data_dir)
+            redis_url = embedded.start()
+        # uvicorn spawns the workers with this process's environment; there is no other way in.
+        os.environ.update(
+            worker_environ(settings, config_path, redis_url=redis_url, metrics_dir=metrics_dir)
+        )
+        logger.info(
+            "starting workers",
+            extra={"workers": settings.server.workers, "metrics_dir": str(metrics_dir)},
+        )
+        return _supervise(settings)
+    except EmbeddedRedisError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        _remove(metrics_dir)
+
+
+def _supervise(settings: Settings) -> int:
+    """What ``uvicorn.run(..., workers=N)`` does, keeping hold of the supervisor: ``run``
+    returns normally even when a worker could not start, and that must not exit 0."""
+    config = uvicorn.Config(
+        APP_FACTORY,
+        factory=True,
+        workers=settings.server.workers,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    sock = config.bind_socket()
+    try:
+        supervisor = Multiprocess(config, sockets=[sock])
+        supervisor.run()
+    finally:
+        sock.close()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        logger.error("a worker failed to start", extra={"pids": failed})
+        return STARTUP_FAILURE
+    return 0
+
+
+def _remove(metrics_dir: Path) -> None:
+    try:
+        shutil.rmtree(metrics_dir)
+    except OSError as exc:  # left in the temporary directory; nothing reads it again
+        logger.warning(
+            "cannot remove the metrics directory",
+            extra={"metrics_dir": str(metrics_dir), "error": str(exc)},
+        )
+
+
+def worker_app(environ: Mapping[str, str]) -> Litestar:
+    """One worker's app, from the environment :func:`worker_environ` completed."""
+    # Imported here, not at the top: the parent imports this module too, and stays a small
+    # supervisor without the app (nor prometheus-client, which is only for the workers).
+    from gateway.app import create_app
+    from gateway.metrics import Metrics
+
+    config_path, metrics_dir = environ.get(CONFIG_VAR), environ.get(METRICS_DIR_VAR)
+    if not config_path or not metrics_dir:
+        raise ConfigError(
+            f"{CONFIG_VAR} and {METRICS_DIR_VAR} are unset: {APP_FACTORY} is started by "
+            "`gateway serve --workers N`"
+        )
+    settings = load_settings(Path(config_path), environ)
+    secrets = resolve_secrets(settings, environ)
+    configure_logging(settings.log.level)
+    metrics = Metrics(
+        [name for name, p in settings.providers.items() if p.enabled],
+        multiprocess_dir=Path(metrics_dir),
+    )
+    return create_app(settings, secrets, metrics=metrics)
+
+
+def app_from_environment() -> Litestar:
+    """uvicorn's app factory, called once in each worker."""
+    # A worker whose parent was killed must not keep serving on the shared socket (and would
+    # be left with a dead embedded Redis): it goes when the parent goes, as redis-server does.
+    die_with_parent()
+    return worker_app(os.environ)
