@@ -39,8 +39,15 @@ from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
 
-TICK_S = 0.5
-BATCH = 64
+IDLE_TICK_S = 0.25
+"""How long the poller sleeps after finding nothing due."""
+BUSY_TICK_S = 0.02
+"""How soon it looks again after finding work."""
+CLAIM = 16
+"""Polls started per tick at most. Started together, polls share the event loop with the
+requests being served: 64 at once (the old batch) held a create up to ~140 ms at its p99 in the
+200 RPS benchmark; 16 every 20 ms keeps the bursts short and still starts 800 polls/s."""
+IN_FLIGHT = 64
 
 
 def callback_urls(public_url: str | None, token: str | None) -> Callable[[str], str] | None:
@@ -284,7 +291,7 @@ class Poller:
     async def run(self) -> None:
         """Poll until :meth:`stop`; errors are logged and the loop goes on."""
         while not self._stop.is_set():
-            room = BATCH - len(self._running)
+            room = min(CLAIM, IN_FLIGHT - len(self._running))
             due: list[str] = []
             if room > 0:
                 try:
@@ -297,9 +304,9 @@ class Poller:
                 task = asyncio.create_task(self._poll(task_id))
                 self._running.add(task)
                 task.add_done_callback(self._finished)
-            if len(due) < room or room <= 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), TICK_S)
+            tick = BUSY_TICK_S if due or room <= 0 else IDLE_TICK_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), tick)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
