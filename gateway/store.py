@@ -29,12 +29,15 @@ from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
 KEY_PREFIX = "gw"
 
 # Saves that must never undo a final state: a slower poller holding an older answer loses.
+# KEYS: task[, due-set]. ARGV: record[, due-at, task id]: with a due-set, a saved task is also
+# (re)scheduled there, in the same step (an accepted task's first poll).
 _SAVE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
 local status = cjson.decode(current)['status']
 if status == 'completed' or status == 'failed' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+if #KEYS > 1 then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
 return 1
 """
 
@@ -308,13 +311,13 @@ class TaskStore:
         return int(saved) == 1
 
     async def accept(self, record: TaskRecord, first_poll_at: float) -> None:
-        """Save an accepted task's mapping and schedule its first poll: one round trip."""
-        async with self._translated(), self._redis.pipeline(transaction=True) as pipe:
+        """Save an accepted task's mapping and schedule its first poll: one script, one round
+        trip (a script in a redis-py pipeline costs a SCRIPT EXISTS round trip first)."""
+        async with self._translated():
             await self._save_unless_final(
-                keys=[Keys.task(record.id)], args=[record.model_dump_json()], client=pipe
+                keys=[Keys.task(record.id), Keys.POLL_DUE],
+                args=[record.model_dump_json(), first_poll_at, record.id],
             )
-            pipe.zadd(Keys.POLL_DUE, {record.id: first_poll_at})
-            await pipe.execute()
 
     async def finalize(
         self, record: TaskRecord, webhook: tuple[str, str, float] | None = None

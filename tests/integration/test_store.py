@@ -129,3 +129,32 @@ def test_public_view_is_a_valid_task_with_every_field() -> None:
     public = record.public()
     assert Task.model_validate(public.model_dump()) == public
     assert set(public.model_dump()) == set(Task.model_fields)
+
+
+async def test_accepted_task_is_saved_and_scheduled_for_its_first_poll_in_one_step(
+    redis: Redis,
+) -> None:
+    store = TaskStore(redis, ttl_s=3600)
+    record = new_record()
+    await store.create(record, check_at=1_000.0)
+    record.provider, record.provider_task_id = "runapi", "up-1"
+    await store.accept(record, first_poll_at=2_000.0)
+    saved = await store.get(record.id)
+    assert saved is not None
+    assert saved.provider_task_id == "up-1"
+    assert await redis.zscore(Keys.POLL_DUE, record.id) == 2_000.0
+
+
+async def test_accept_neither_undoes_a_final_task_nor_schedules_it_again(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=3600)
+    record = new_record()
+    await store.create(record, check_at=1_000.0)
+    final = record.model_copy(deep=True)
+    final.finish(TaskStatus.COMPLETED, video_url="https://cdn.example/v.mp4")
+    assert await store.finalize(final)  # leaves the schedule
+    record.provider_task_id = "stale"
+    await store.accept(record, first_poll_at=2_000.0)
+    stored = await store.get(record.id)
+    assert stored is not None
+    assert stored.status is TaskStatus.COMPLETED
+    assert await redis.zscore(Keys.POLL_DUE, record.id) is None
