@@ -20,9 +20,6 @@ def _config_path(arg: str | None, environ: Mapping[str, str]) -> Path:
 
 
 def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    import uvicorn
-
-    from gateway.app import create_app
     from gateway.logs import configure_logging
 
     config_path = _config_path(args.config, environ)
@@ -40,6 +37,11 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         from gateway.workers import run_workers
 
         return run_workers(settings, config_path)
+    # Imported only now: the parent of several workers never builds the app (~30 MB).
+    import uvicorn
+
+    from gateway.app import create_app
+
     uvicorn.run(
         create_app(settings, secrets),
         host=settings.server.host,

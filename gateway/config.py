@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from pydantic_settings.sources import PydanticBaseSettingsSource
 
 from providers.base import Tier
-from providers.registry import PROVIDER_KINDS
+from providers.capabilities import KINDS
 
 StrategyName = Literal["cheapest", "healthiest", "priority", "weighted"]
 PRICE_KEYS = ("6s_768P", "10s_768P", "6s_1080P")
@@ -148,8 +148,8 @@ class ProviderConfig(_Section):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
-        if kind not in PROVIDER_KINDS:
-            raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(PROVIDER_KINDS))}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
         return kind
 
     @field_validator("prices_usd")
@@ -165,7 +165,7 @@ class ProviderConfig(_Section):
 
     @model_validator(mode="after")
     def _capabilities_within_kind(self) -> ProviderConfig:
-        kind = PROVIDER_KINDS[self.kind]
+        kind = KINDS[self.kind]
         if self.text_to_video and not kind.text_to_video:
             raise ValueError(f"text_to_video: kind {self.kind!r} does not serve text-to-video")
         unknown = set(self.models or ()) - set(kind.models)
@@ -175,17 +175,17 @@ class ProviderConfig(_Section):
 
     @property
     def served_models(self) -> tuple[str, ...]:
-        return tuple(self.models) if self.models is not None else PROVIDER_KINDS[self.kind].models
+        return tuple(self.models) if self.models is not None else KINDS[self.kind].models
 
     @property
     def takes_data_uri_images(self) -> bool:
-        return PROVIDER_KINDS[self.kind].data_uri_images
+        return KINDS[self.kind].data_uri_images
 
     @property
     def serves_text_to_video(self) -> bool:
         if self.text_to_video is not None:
             return self.text_to_video
-        return PROVIDER_KINDS[self.kind].text_to_video
+        return KINDS[self.kind].text_to_video
 
     def price(self, tier: Tier, price_key: str) -> float | None:
         """The price of one combination, or None when this provider does not serve it."""

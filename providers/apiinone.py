@@ -27,6 +27,7 @@ from providers.base import (
     UpstreamStatus,
     VideoJob,
 )
+from providers.capabilities import APIINONE
 from providers.errors import RequestRejected, mentions_content_refusal
 from providers.http import HTTPAdapter, describe_shape
 
@@ -178,10 +179,10 @@ def parse_error(body: object) -> tuple[str | None, str | None]:
 class APIInOneProvider(HTTPAdapter):
     """One API in One account."""
 
-    kind: ClassVar[str] = "apiinone"
-    models: ClassVar[tuple[str, ...]] = ("hailuo-2.3",)
-    text_to_video: ClassVar[bool] = False
-    data_uri_images: ClassVar[bool] = False  # its image field is a URL (providers.md)
+    kind: ClassVar[str] = APIINONE.kind
+    models: ClassVar[tuple[str, ...]] = APIINONE.models
+    text_to_video: ClassVar[bool] = APIINONE.text_to_video
+    data_uri_images: ClassVar[bool] = APIINONE.data_uri_images  # URLs only (providers.md)
 
     async def create(self, job: VideoJob) -> Submitted:
         if job.image is None:

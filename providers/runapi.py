@@ -25,6 +25,7 @@ from providers.base import (
     UpstreamStatus,
     VideoJob,
 )
+from providers.capabilities import RUNAPI
 from providers.errors import RequestRejected, mentions_content_refusal
 from providers.http import HTTPAdapter, describe_shape
 
@@ -159,10 +160,10 @@ def parse_error(body: object) -> tuple[str | None, str | None]:
 class RunAPIProvider(HTTPAdapter):
     """One RunAPI account."""
 
-    kind: ClassVar[str] = "runapi"
-    models: ClassVar[tuple[str, ...]] = ("hailuo-2.3",)
-    text_to_video: ClassVar[bool] = False
-    data_uri_images: ClassVar[bool] = False  # its image field is a URL (providers.md)
+    kind: ClassVar[str] = RUNAPI.kind
+    models: ClassVar[tuple[str, ...]] = RUNAPI.models
+    text_to_video: ClassVar[bool] = RUNAPI.text_to_video
+    data_uri_images: ClassVar[bool] = RUNAPI.data_uri_images  # URLs only (providers.md)
 
     async def create(self, job: VideoJob) -> Submitted:
         if job.image is None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from pydantic import SecretStr
 
 from providers.apiinone import APIInOneProvider
 from providers.base import Provider, ProviderSettings
+from providers.capabilities import KINDS
 from providers.registry import PROVIDER_KINDS, build_provider
 from providers.runapi import RunAPIProvider
 
@@ -34,6 +38,25 @@ def test_every_registered_class_declares_its_own_kind() -> None:
         "runapi": "runapi",
         "apiinone": "apiinone",
     }
+
+
+def test_every_adapter_class_offers_what_its_kind_declares() -> None:
+    assert set(PROVIDER_KINDS) == set(KINDS)
+    for kind, cls in PROVIDER_KINDS.items():
+        declared = KINDS[kind]
+        assert (cls.kind, cls.models, cls.text_to_video, cls.data_uri_images) == (
+            declared.kind, declared.models, declared.text_to_video, declared.data_uri_images,
+        )  # fmt: skip
+
+
+def test_reading_the_config_does_not_import_the_adapters_http_stack() -> None:
+    code = (
+        "import sys, gateway.config, gateway.workers; "
+        "print(sorted(m for m in ('aiohttp', 'httpx', 'providers.http', 'litestar') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_build_provider_rejects_an_unknown_kind_naming_the_known_ones() -> None:

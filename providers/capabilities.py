@@ -1,0 +1,27 @@
+"""What each reseller kind offers, without importing its adapter.
+
+The config validates ``providers.<name>.kind``, ``models`` and ``text_to_video`` against these
+at start-up, in every process that reads the config, including the parent of ``serve
+--workers N``, which never talks to a reseller. Keeping the facts here spares that process the
+adapters' HTTP stack (httpx, aiohttp: about 35 MB). Each adapter class takes its class
+attributes from its entry; ``tests/unit/test_registry.py`` holds the two together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    kind: str
+    models: tuple[str, ...]
+    text_to_video: bool
+    data_uri_images: bool
+    """Whether its image field takes ``data:`` URIs (else URLs only)."""
+
+
+RUNAPI = Capabilities("runapi", ("hailuo-2.3",), text_to_video=False, data_uri_images=False)
+APIINONE = Capabilities("apiinone", ("hailuo-2.3",), text_to_video=False, data_uri_images=False)
+
+KINDS: dict[str, Capabilities] = {c.kind: c for c in (RUNAPI, APIINONE)}
