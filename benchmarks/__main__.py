@@ -26,11 +26,10 @@ from benchmarks.processes import (
     ROOT,
     ProcessStack,
     gateway_config,
-    memory_kib,
-    process_tree,
     start_gateway,
     start_redis,
     start_sandbox,
+    tree_memory,
 )
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -111,8 +110,7 @@ def run(args: argparse.Namespace, stack: ProcessStack, workdir: Path) -> report.
     polling = scenarios.rendering_polls(system, options)
     if not gateway.alive():
         raise RuntimeError(f"the gateway died under load: {gateway.log_tail()}")
-    rss_kib, peak_kib = memory_kib(gateway.pid)  # the parent and its workers together
-    gateway_processes = len(process_tree(gateway.pid))
+    held = tree_memory(gateway.pid)  # the parent and its workers together
     stack.stop_all()  # the memory runs need neither the gateway nor the load
     print(f"  (e) storing {args.tasks:,} tasks per record kind in a fresh Redis…", flush=True)
     memory = [measure_memory(stack, workdir, args.tasks, kind) for kind in ("rendering", "final")]
@@ -125,10 +123,8 @@ def run(args: argparse.Namespace, stack: ProcessStack, workdir: Path) -> report.
         direct_rate=direct_rate,
         gateway_rate=gateway_rate,
         memory=memory,
-        rss_bytes=rss_kib * 1024,
-        peak_rss_bytes=peak_kib * 1024,
+        gateway_memory=held,
         gateway_workers=args.workers,
-        gateway_processes=gateway_processes,
     )
 
 
@@ -191,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.console(results))
     if args.output is not None:
         text = report.results_markdown(results, tool, command_line(argv), settings_line(args), host)
-        args.output.write_text(text)
+        previous = args.output.read_text() if args.output.exists() else None
+        args.output.write_text(report.with_history(text, previous))
         print(f"written to {args.output}")
     return 0
 

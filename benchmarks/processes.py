@@ -289,17 +289,33 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """``(VmRSS, VmHWM)`` in KiB, each summed over the process and its descendants: resident
-    now, and the sum of each process's own peak (an upper bound of the tree's peak)."""
-    values = {"VmRSS": 0, "VmHWM": 0}
+@dataclass(frozen=True)
+class Memory:
+    """A process tree's memory, in KiB."""
+
+    processes: int
+    pss_kib: int
+    """Proportional set size summed over the tree: each shared page counted once in total,
+    which is what the tree costs the machine (plain RSS would count shared libraries per
+    process)."""
+    rss_kib: int
+    """Summed VmRSS (shared pages counted in every process that maps them)."""
+    largest_peak_kib: int
+    """The highest VmHWM (peak RSS) of any one process."""
+
+
+def tree_memory(pid: int) -> Memory:
+    """What ``pid`` and its descendants (a multi-worker gateway's workers) hold resident."""
+    pss = rss = peak = processes = 0
     for member in process_tree(pid):
         try:
             status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:  # exited while we looked
             continue
-        for line in status.splitlines():
-            key, _, rest = line.partition(":")
-            if key in values:
-                values[key] += int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
+        processes += 1
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss += int(fields["VmRSS"].split()[0])
+        peak = max(peak, int(fields["VmHWM"].split()[0]))
+        pss += next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+    return Memory(processes=processes, pss_kib=pss, rss_kib=rss, largest_peak_kib=peak)
