@@ -41,6 +41,7 @@ from gateway.poller import Poller, Refresher
 from gateway.ratelimit import RateLimiter
 from gateway.router import Route, Router
 from gateway.service import ServiceOptions, VideoService
+from gateway.shortcut import FinalTaskShortcut
 from gateway.store import IdempotencyStore, TaskStore, connect
 from gateway.webhooks import WebhookSender
 from providers.base import ProviderSettings
@@ -250,7 +251,16 @@ def create_app(
     )
     describe_deployment(app.openapi_schema, settings, webhooks=secrets.webhook_secret is not None)
     metrics.routes(_route_methods(app))
+    client_keys: ClientKeys = app.state.client_keys
+
+    def running() -> Resources | None:
+        resources: Resources | None = app.state.get("resources")
+        return resources
+
     # Around the whole handler, not in the middleware stack: Litestar runs app middleware only
-    # for matched routes, and 404s/405s must be counted and logged too.
-    app.asgi_handler = RequestObserver(app.asgi_handler, metrics)
+    # for matched routes, and 404s/405s must be counted and logged too. The shortcut sits
+    # inside the observer, so its answers are counted and logged like the app's.
+    app.asgi_handler = RequestObserver(
+        FinalTaskShortcut(app.asgi_handler, client_keys, running), metrics
+    )
     return app

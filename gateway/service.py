@@ -193,6 +193,10 @@ class VideoService:
             else:
                 return
 
+    def cached_final(self, task_id: str) -> FinalTask | None:
+        """A final task this process has answered before (see :mod:`gateway.shortcut`)."""
+        return self._final.get(task_id)
+
     async def get_json(self, client: str, task_id: str) -> bytes:
         """The task's public view (:class:`~gateway.schemas.Task`) as the JSON body of the
         answer, refreshed from its upstream when a poll is due. A final task is answered from
