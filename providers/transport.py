@@ -1,11 +1,11 @@
 """An httpx transport that sends requests with aiohttp's client.
 
-Why: the adapters keep httpx's API (``httpx.AsyncClient``, ``httpx.Response``; respx mocks it in
-the unit tests), but httpcore's connection pool costs about a third of a create's CPU in the
-benchmark (anyio locks and cancel scopes per request, a ``select()`` per pooled connection on
-every checkout). aiohttp's pool watches connections through the event loop and parses with C,
-so the same request costs a fraction. ``build_client`` uses this transport unless a test passes
-its own.
+Why: the adapters keep httpx's API (``httpx.Request``, ``httpx.Response``; respx mocks httpx's
+own transport in the unit tests), but httpcore's connection pool cost about a third of a
+create's CPU in the benchmark (anyio locks and cancel scopes per request, a ``select()`` per
+pooled connection on every checkout). aiohttp's pool watches connections through the event
+loop and parses with C, so the same request costs a fraction. ``providers.http.UpstreamClient``
+uses this transport unless a test passes its own.
 
 The error mapping is the part that matters for money (``providers.http.send`` turns httpx
 errors into the ProviderError tree): only failures that happen *before the request is sent*

@@ -21,7 +21,7 @@ from providers.errors import (
     UpstreamServerError,
 )
 from providers.http import (
-    build_client,
+    UpstreamClient,
     describe_shape,
     error_for_status,
     json_body,
@@ -204,7 +204,7 @@ def _raising(exc: Exception) -> httpx.MockTransport:
 async def test_send_tells_unsent_requests_from_unanswered_ones(
     exc: Exception, expected: type[ProviderError]
 ) -> None:
-    async with build_client(settings(), _raising(exc)) as client:
+    async with UpstreamClient(settings(), _raising(exc)) as client:
         with pytest.raises(ProviderError) as caught:
             await send(client, "acct", "POST", "/create", json={"a": 1})
 
@@ -217,7 +217,7 @@ async def test_send_maps_an_undecodable_body_to_outcome_unknown() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip")
 
-    async with build_client(settings(), httpx.MockTransport(handler)) as client:
+    async with UpstreamClient(settings(), httpx.MockTransport(handler)) as client:
         with pytest.raises(OutcomeUnknown):
             await send(client, "acct", "POST", "/create")
 
@@ -225,7 +225,7 @@ async def test_send_maps_an_undecodable_body_to_outcome_unknown() -> None:
 async def test_send_returns_http_errors_as_responses() -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(503, text="down"))
 
-    async with build_client(settings(), transport) as client:
+    async with UpstreamClient(settings(), transport) as client:
         response = await send(client, "acct", "GET", "/status")
 
     assert response.status_code == 503
@@ -238,7 +238,7 @@ async def test_build_client_sends_bearer_key_and_user_agent_to_the_base_url() ->
         seen.append(request)
         return httpx.Response(200, json={})
 
-    async with build_client(settings(), httpx.MockTransport(handler)) as client:
+    async with UpstreamClient(settings(), httpx.MockTransport(handler)) as client:
         await send(client, "acct", "GET", "/status/1")
 
     assert seen[0].headers["Authorization"] == f"Bearer {KEY}"
