@@ -41,16 +41,9 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.workers import server_options
 
-    uvicorn.run(
-        create_app(settings, secrets),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(create_app(settings, secrets), **server_options(settings))
     return 0
 
 

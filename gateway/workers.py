@@ -27,7 +27,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -66,6 +66,20 @@ def worker_environ(
     }
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn runs the gateway, one worker or several: its address; uvicorn's own logging
+    and access log off (the gateway logs JSON itself); the lifespan on; 10 s for requests in
+    flight on SIGTERM."""
+    return {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+
+
 def run_workers(settings: Settings, config_path: Path) -> int:
     """The parent process: returns the exit status once every worker has stopped."""
     metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
@@ -97,15 +111,7 @@ def _supervise(settings: Settings) -> int:
     """What ``uvicorn.run(..., workers=N)`` does, keeping hold of the supervisor: ``run``
     returns normally even when a worker could not start, and that must not exit 0."""
     config = uvicorn.Config(
-        APP_FACTORY,
-        factory=True,
-        workers=settings.server.workers,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
+        APP_FACTORY, factory=True, workers=settings.server.workers, **server_options(settings)
     )
     sock = config.bind_socket()
     try:
