@@ -31,8 +31,10 @@ from providers.errors import (
 from providers.transport import AiohttpTransport
 
 USER_AGENT = "hailuo-gateway/0.1"
-POOL_LIMITS = httpx.Limits(max_connections=200, keepalive_expiry=5.0)
-"""Per reseller account: at most 200 requests in flight; idle connections close after 5 s."""
+POOL_LIMITS = httpx.Limits(max_connections=200, keepalive_expiry=4.0)
+"""Per reseller account: at most 200 requests in flight; idle connections close after 4 s, before
+the common 5 s server idle timeout: a create written to a connection the server is closing gets
+no answer, and is "outcome unknown" (never resent, never failed over)."""
 
 T = TypeVar("T")
 
