@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from gateway.embedded_redis import EmbeddedRedis
+from providers.sandbox.ready import parse_ready_line
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -151,10 +152,10 @@ def start_sandbox(stack: ProcessStack, workdir: Path) -> tuple[Child, SandboxUrl
     assert child.process.stdout is not None
     ready, _, _ = select.select([child.process.stdout], [], [], 20)
     line = child.process.stdout.readline().decode() if ready else ""
-    if not line.startswith("SANDBOX READY "):
+    urls = parse_ready_line(line)
+    if urls is None:
         raise RuntimeError(f"the sandbox did not start: {line!r} {child.log_tail()}")
-    urls = dict(part.split("=", 1) for part in line.split()[2:])
-    return child, SandboxUrls(runapi=urls["runapi"], apiinone=urls["apiinone"])
+    return child, SandboxUrls(runapi=urls[0], apiinone=urls[1])
 
 
 class Redis:

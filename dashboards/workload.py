@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import yaml
 
+from providers.sandbox.ready import parse_ready_line
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_KEY = "render-client-key"
 RUNAPI_KEY = "render-runapi-key"
@@ -150,15 +152,14 @@ def _processes(workdir: Path) -> Iterator[tuple[str, str, str]]:
         assert sandbox.stdout is not None
         ready, _, _ = select.select([sandbox.stdout], [], [], 20)
         line = sandbox.stdout.readline() if ready else ""
-        if not line.startswith("SANDBOX READY "):
+        urls = parse_ready_line(line)
+        if urls is None:
             raise RuntimeError(f"the sandbox did not start: {line!r}")
-        urls = dict(part.split("=", 1) for part in line.split()[2:])
+        runapi_url, apiinone_url = urls
         port = _free_port()
         config = workdir / "gateway.yaml"
         config.write_text(
-            yaml.safe_dump(
-                _gateway_config(port, urls["runapi"], urls["apiinone"], workdir / "data")
-            )
+            yaml.safe_dump(_gateway_config(port, runapi_url, apiinone_url, workdir / "data"))
         )
         with (workdir / "gateway.log").open("wb") as log:
             gateway = subprocess.Popen(  # noqa: S603 - this interpreter, our module
@@ -170,7 +171,7 @@ def _processes(workdir: Path) -> Iterator[tuple[str, str, str]]:
             )
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, gateway)
-        yield url, urls["runapi"], urls["apiinone"]
+        yield url, runapi_url, apiinone_url
     finally:
         for process in (gateway, sandbox):
             if process is not None and process.poll() is None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from providers.sandbox.ready import parse_ready_line
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNAPI_KEY = "test-runapi-key"
 APIINONE_KEY = "test-apiinone-key"
@@ -48,13 +50,13 @@ def start_sandbox(*extra: str) -> Running:
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], 15)
     line = process.stdout.readline() if ready else ""
-    if not line.startswith("SANDBOX READY "):
+    urls = parse_ready_line(line)
+    if urls is None:
         process.kill()
         process.wait()
         process.stdout.close()
         raise RuntimeError(f"no READY line from the sandbox, got {line!r}")
-    urls = dict(part.split("=", 1) for part in line.split()[2:])
-    return Running(process, urls["runapi"], urls["apiinone"])
+    return Running(process, *urls)
 
 
 def stop_sandbox(running: Running) -> int:

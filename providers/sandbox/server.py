@@ -20,7 +20,7 @@ import uvicorn
 from litestar import Litestar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from providers.sandbox import apiinone, runapi
+from providers.sandbox import apiinone, ready, runapi
 from providers.sandbox.connection import AbortableHttpToolsProtocol
 from providers.sandbox.engine import Knobs, SandboxState
 
@@ -158,7 +158,7 @@ class Sandbox:
     @property
     def ready_line(self) -> str:
         """The line ``python -m providers.sandbox`` prints once both servers listen."""
-        return f"SANDBOX READY runapi={self.runapi.url} apiinone={self.apiinone.url}"
+        return ready.format_line(self.runapi.url, self.apiinone.url)
 
     async def start(self) -> None:
         try:

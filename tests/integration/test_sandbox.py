@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from providers.sandbox.engine import FAILURE_MESSAGE
+from providers.sandbox.ready import format_line, parse_ready_line
 from providers.sandbox.server import Sandbox, SandboxConfig
 from tests.sandbox_process import (
     AIO_CREATE,
@@ -463,3 +464,10 @@ async def test_sandbox_runs_in_process_and_drops_connections_on_the_stock_loop()
         with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
             await client.post(f"{sandbox.apiinone.url}{AIO_CREATE}", json=aio_body())
     assert sandbox.ready_line.startswith("SANDBOX READY runapi=http://127.0.0.1:")
+
+
+def test_ready_line_is_read_back_by_the_processes_that_start_the_sandbox() -> None:
+    line = format_line("http://127.0.0.1:1", "http://127.0.0.1:2")
+    assert parse_ready_line(line + "\n") == ("http://127.0.0.1:1", "http://127.0.0.1:2")
+    assert parse_ready_line("Traceback (most recent call last):") is None
+    assert parse_ready_line("SANDBOX READY runapi=http://127.0.0.1:1") is None

@@ -1,0 +1,25 @@
+"""The one line ``python -m providers.sandbox`` prints on stdout once both servers listen::
+
+    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port>
+
+Written by :class:`~providers.sandbox.server.Sandbox`, read by whoever started the process (the
+tests, the benchmarks, the dashboard renderer) with :func:`parse_ready_line`.
+"""
+
+from __future__ import annotations
+
+PREFIX = "SANDBOX READY "
+
+
+def format_line(runapi_url: str, apiinone_url: str) -> str:
+    return f"{PREFIX}runapi={runapi_url} apiinone={apiinone_url}"
+
+
+def parse_ready_line(line: str) -> tuple[str, str] | None:
+    """``(runapi URL, apiinone URL)``, or None when ``line`` is not the READY line."""
+    if not line.startswith(PREFIX):
+        return None
+    urls = dict(part.split("=", 1) for part in line[len(PREFIX) :].split() if "=" in part)
+    if "runapi" not in urls or "apiinone" not in urls:
+        return None
+    return urls["runapi"], urls["apiinone"]
