@@ -32,13 +32,19 @@ QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 """Probes and scrapes: logged at DEBUG when they succeed, so they do not drown the log."""
 
 
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case, as ASGI servers give names), without
+    building Litestar's header mapping."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 def incoming_request_id(scope: Scope) -> str | None:
     """The caller's ``X-Request-Id`` when it is sane (1–128 of ``A-Za-z0-9._:-``), else None."""
-    for name, value in scope.get("headers", ()):
-        if name == _HEADER_KEY:
-            text = value.decode("latin-1")
-            return text if _SANE_ID.fullmatch(text) else None
-    return None
+    text = scope_header(scope, _HEADER_KEY)
+    return text if text is not None and _SANE_ID.fullmatch(text) else None
 
 
 class RequestObserver:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from gateway.access import scope_header
 from gateway.auth import ClientKeys
 from gateway.errors import GatewayError
 
@@ -60,7 +61,7 @@ class FinalTaskShortcut:
         entry = resources.service.cached_final(path[len(PREFIX) :])
         if entry is None:
             return False
-        client = self._keys.identify(_header(scope, _AUTHORIZATION))
+        client = self._keys.identify(scope_header(scope, _AUTHORIZATION))
         if client is None or client != entry.client:
             return False
         try:
@@ -79,10 +80,3 @@ class FinalTaskShortcut:
         })  # fmt: skip
         await send({"type": "http.response.body", "body": entry.body, "more_body": False})
         return True
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
