@@ -123,10 +123,12 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
         redis_url_override: str | None = None,
         webhooks: ASGIApp | None = None,
         sandboxes: tuple[SandboxState, SandboxState] | None = None,
+        transports: dict[str, httpx.AsyncBaseTransport] | None = None,
         **sections: Any,
     ) -> Harness:
         """``webhooks``: an ASGI app receiving webhooks (and a signing secret is set);
-        ``sandboxes``: share the simulated resellers of another harness (a second instance)."""
+        ``sandboxes``: share the simulated resellers of another harness (a second instance);
+        ``transports``: put a provider behind another transport (a scripted reseller)."""
         data = base_config(redis_url_override or redis_url)
         for section, values in sections.items():
             name = section.rstrip("_")  # ``webhooks_=`` names the config section
@@ -136,15 +138,16 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
             SandboxState("runapi", ENV["RUNAPI_API_KEY"], knobs),
             SandboxState("apiinone", ENV["APIINONE_API_KEY"], knobs),
         )
-        transports = {
+        wired: dict[str, httpx.AsyncBaseTransport] = {
             "runapi": asgi(sandbox_runapi.create_app(runapi)),
             "apiinone": asgi(sandbox_apiinone.create_app(apiinone)),
+            **(transports or {}),
         }
         env = {**ENV, "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET} if webhooks else ENV
         app = create_app(
             settings,
             resolve_secrets(settings, env),
-            transports=transports,
+            transports=wired,
             webhook_transport=asgi(webhooks) if webhooks else None,
         )
         client = AsyncTestClient(app)
