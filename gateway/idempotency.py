@@ -79,20 +79,30 @@ class IdempotentCreates:
         existing = await self._keys.claim(client, key, claim)
         if existing is not None:
             return await self._replay(client, key, fp, existing, request, record, create)
+        return await self._create(client, key, claim, create)
+
+    async def _create(
+        self,
+        client: str,
+        key: str,
+        claim: IdempotencyRecord,
+        create: Callable[[], Awaitable[Task]],
+    ) -> Outcome:
+        """Run the create under ``claim`` (this request's, as stored) and settle the key."""
         try:
             task = await create()
         except UpstreamOutcomeUnknown as exc:
             # Without Redis the claim stays in flight; once stale it is answered 504 as well.
             with contextlib.suppress(StoreUnavailable):
-                await self._keys.settle(
-                    client, key, claim.model_copy(update={"state": "outcome_unknown",
-                                                          "problem": exc.problem()})
+                await self._keys.swap(
+                    client, key, claim, claim.model_copy(update={"state": "outcome_unknown",
+                                                                 "problem": exc.problem()})
                 )  # fmt: skip
             raise
         except GatewayError:
-            await self._keys.release(client, key)
+            await self._keys.swap(client, key, claim, None)
             raise
-        await self._keys.settle(client, key, claim.model_copy(update={"state": "done"}))
+        await self._keys.swap(client, key, claim, claim.model_copy(update={"state": "done"}))
         return Outcome(task, replayed=False)
 
     async def _replay(
@@ -116,10 +126,18 @@ class IdempotentCreates:
             raise IdempotencyKeyInUse(f"a request with {HEADER} {key!r} is still being routed")
         # The instance that claimed the key died mid-request.
         if stored is None:
-            await self._keys.release(client, key)  # it never wrote the task: nothing was sent
-            return await self.run(client, key, request, record, create)
+            # It never wrote the task: nothing was sent. Take the key over only if it still
+            # holds the claim read: another retry may have taken it over first.
+            claim = IdempotencyRecord(
+                state="in_flight", fingerprint=fp, task_id=record.id, started_at=time.time()
+            )
+            if not await self._keys.swap(client, key, existing, claim):
+                return await self.run(client, key, request, record, create)
+            return await self._create(client, key, claim, create)
         if stored.provider_task_id is not None:
-            await self._keys.settle(client, key, existing.model_copy(update={"state": "done"}))
+            await self._keys.swap(
+                client, key, existing, existing.model_copy(update={"state": "done"})
+            )
             return Outcome(stored.public(), replayed=True)
         unknown = UpstreamOutcomeUnknown(
             "the request holding this key was interrupted while calling "
@@ -127,9 +145,9 @@ class IdempotentCreates:
             "it may have created the task",
             attempts=stored.attempts,
         )
-        await self._keys.settle(
-            client, key, existing.model_copy(update={"state": "outcome_unknown",
-                                                     "problem": unknown.problem()})
+        await self._keys.swap(
+            client, key, existing, existing.model_copy(update={"state": "outcome_unknown",
+                                                               "problem": unknown.problem()})
         )  # fmt: skip
         raise unknown
 

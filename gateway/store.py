@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
@@ -380,6 +380,21 @@ class TaskStore:
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 
+# Compare-and-swap on an idempotency record: replace (or, with an empty ARGV[2], delete) the
+# record only if it still holds exactly the value the caller read (ARGV[1]). Another instance's
+# newer claim is never overwritten or deleted. Retried after a lost reply, it still answers 1:
+# the key already holds the new value (or, for a delete, nothing).
+_SWAP_IF_UNCHANGED = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') end
+  return 1
+end
+if ARGV[2] == '' then return current and 0 or 1 end
+return current == ARGV[2] and 1 or 0
+"""
+
+
 class IdempotencyRecord(BaseModel):
     """What an ``Idempotency-Key`` is bound to: one request body and the task it created."""
 
@@ -389,16 +404,31 @@ class IdempotencyRecord(BaseModel):
     started_at: float
     problem: Problem | None = None
     """The ``504`` answered for an ``outcome_unknown`` create, replayed as it was."""
+    _stored_as: str | None = PrivateAttr(default=None)
+    """The exact value read from Redis, for a compare-and-swap on it. ``model_copy`` keeps it,
+    so a copy serves only as a new value (:meth:`IdempotencyStore.swap` writes its JSON)."""
+
+    @property
+    def stored_as(self) -> str:
+        """What Redis holds for this record: the value read, else this process's own JSON."""
+        return self._stored_as if self._stored_as is not None else self.model_dump_json()
+
+    @classmethod
+    def read(cls, raw: bytes | str) -> IdempotencyRecord:
+        record = cls.model_validate_json(raw)
+        record._stored_as = raw.decode() if isinstance(raw, bytes) else raw
+        return record
 
 
 class IdempotencyStore:
     """``Idempotency-Key`` records, scoped to the client; ``SET NX`` makes the claim atomic
-    across instances."""
+    across instances, and every later change is a compare-and-swap on the value last read."""
 
     def __init__(self, redis: Redis, *, ttl_s: int, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
         self._redis = redis
         self._ttl_s = ttl_s
+        self._swap = redis.register_script(_SWAP_IF_UNCHANGED)
 
     @staticmethod
     def key(client: str, idempotency_key: str) -> str:
@@ -411,22 +441,28 @@ class IdempotencyStore:
         """Bind the key to ``record``; returns None when this caller won it, else the record
         already there."""
         key = self.key(client, idempotency_key)
+        mine = record.model_dump_json()
         for _ in range(3):  # the existing record may expire between SET NX and GET
             async with translated(self._metrics, "idempotency"):
-                if await self._redis.set(key, record.model_dump_json(), nx=True, ex=self._ttl_s):
+                if await self._redis.set(key, mine, nx=True, ex=self._ttl_s):
                     return None
                 raw = await self._redis.get(key)
             if raw is not None:
-                return IdempotencyRecord.model_validate_json(raw)
+                existing = IdempotencyRecord.read(raw)
+                # A SET NX retried after its reply was lost finds this caller's own claim.
+                return None if existing.stored_as == mine else existing
         raise StoreUnavailable("idempotency record kept changing")
 
-    async def settle(self, client: str, idempotency_key: str, record: IdempotencyRecord) -> None:
+    async def swap(
+        self,
+        client: str,
+        idempotency_key: str,
+        read: IdempotencyRecord,
+        new: IdempotencyRecord | None,
+    ) -> bool:
+        """Replace the record ``read`` by ``new`` (None: forget the key) only if the key still
+        holds exactly what was read; False when another request changed it meanwhile."""
+        args = [read.stored_as, "" if new is None else new.model_dump_json()]
         async with translated(self._metrics, "idempotency"):
-            await self._redis.set(
-                self.key(client, idempotency_key), record.model_dump_json(), keepttl=True, xx=True
-            )
-
-    async def release(self, client: str, idempotency_key: str) -> None:
-        """Forget the key: the request ended in an error a retry may safely repeat."""
-        async with translated(self._metrics, "idempotency"):
-            await self._redis.delete(self.key(client, idempotency_key))
+            done = await self._swap(keys=[self.key(client, idempotency_key)], args=args)
+        return int(done) == 1

@@ -17,17 +17,19 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from gateway.idempotency import fingerprint
-from gateway.schemas import CreateVideoRequest, TaskError
+from gateway.errors import GatewayError
+from gateway.idempotency import IdempotentCreates, fingerprint
+from gateway.schemas import CreateVideoRequest, Task, TaskError
 from gateway.store import (
     IdempotencyRecord,
     IdempotencyStore,
     Keys,
     TaskRecord,
+    TaskStore,
     connect,
     new_task_id,
 )
-from providers.base import TaskStatus
+from providers.base import TaskStatus, VideoJob
 from tests.integration.conftest import IMAGE, Harness, base_config
 
 BODY = {"prompt": "a paper boat in the rain", "image": IMAGE}
@@ -77,7 +79,9 @@ async def acl(redis: Redis, redis_url: str) -> AsyncIterator[Acl]:
     await redis.execute_command("ACL", "DELUSER", USER)
 
 
-async def create(h: Harness, body: dict[str, Any] = BODY, idem: str | None = None) -> httpx.Response:
+async def create(
+    h: Harness, body: dict[str, Any] = BODY, idem: str | None = None
+) -> httpx.Response:
     """``POST /v1/videos`` from a thread: the test client's transport blocks its caller's loop
     for the whole request, so requests that must overlap (with each other or with an outage the
     test drives) are sent from threads."""
@@ -99,6 +103,10 @@ async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 8.0
     while not await predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+def job() -> VideoJob:
+    return VideoJob(model="hailuo-2.3", tier="standard", prompt=BODY["prompt"], image=IMAGE)
 
 
 def polling(**status: Any) -> dict[str, Any]:
@@ -123,6 +131,54 @@ async def test_two_retries_taking_over_one_stale_claim_create_once(
     answers = await asyncio.gather(*(create(harness, idem="order-stale") for _ in range(10)))
     assert harness.upstream_creates == 1
     assert 202 in [a.status_code for a in answers]
+
+
+class SlowReader(IdempotencyStore):
+    """The real store, but the n-th caller that finds a claim already there is held up 0.05 + (n - 1) × 0.1 s
+    before acting on what it read (a slow instance, a GC pause)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, ttl_s=3600)
+        self.readers = 0
+
+    async def claim(self, client: str, key: str, record: IdempotencyRecord) -> Any:
+        existing = await super().claim(client, key, record)
+        if existing is not None:
+            self.readers += 1
+            await asyncio.sleep(0.05 + 0.1 * (self.readers - 1))
+        return existing
+
+
+async def test_concurrent_take_overs_of_a_stale_claim_call_the_upstream_once(redis: Redis) -> None:
+    """The race without HTTP: two retries read the same stale claim; the first replaces it
+    and calls the upstream; the second, acting later on what it read, must not delete the
+    first one's claim."""
+    creates = IdempotentCreates(SlowReader(redis), TaskStore(redis, ttl_s=3600), stale_after_s=60)
+    request = CreateVideoRequest.model_validate(BODY)
+    dead = IdempotencyRecord(
+        state="in_flight", fingerprint=fingerprint(request), task_id=new_task_id(),
+        started_at=time.time() - 10_000,
+    )  # fmt: skip
+    await redis.set(IdempotencyStore.key("demo", "order-race"), dead.model_dump_json())
+    calls = 0
+
+    async def upstream(record: TaskRecord) -> Task:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.3)
+        return record.public()
+
+    async def retry() -> str:
+        record = TaskRecord.new("demo", job(), webhook_url=None, metadata={})
+        try:
+            await creates.run("demo", "order-race", request, record, lambda: upstream(record))
+        except GatewayError as exc:
+            return exc.code
+        return "created"
+
+    outcomes = await asyncio.gather(retry(), retry())
+    assert calls == 1
+    assert sorted(outcomes) == ["created", "idempotency_key_in_use"]
 
 
 # 2 -----------------------------------------------------------------------------------------
@@ -177,9 +233,7 @@ async def test_an_accept_written_during_a_one_second_outage_is_recorded(
 async def test_an_accept_never_written_answers_504_naming_the_task(
     harness_factory: Callable[..., Any], acl: Acl
 ) -> None:
-    h: Harness = await harness_factory(
-        redis_url_override=acl.url, redis={"accept_retry_s": 0.5}
-    )
+    h: Harness = await harness_factory(redis_url_override=acl.url, redis={"accept_retry_s": 0.5})
     h.runapi.update_knobs({"latency_ms": 300})
     outage = asyncio.create_task(acl.outage(0.15, 2.0, *EVERY_KEY_BUT_TASKS))
     answer = await create(h)
@@ -406,9 +460,7 @@ async def test_shutdown_lets_a_resubmission_in_flight_finish(
     assert record.provider_task_id in a.apiinone.tasks
 
 
-async def test_shutdown_lets_a_create_in_flight_finish(
-    harness: Harness, redis: Redis
-) -> None:
+async def test_shutdown_lets_a_create_in_flight_finish(harness: Harness, redis: Redis) -> None:
     harness.runapi.update_knobs({"latency_ms": 400})
     creating = asyncio.create_task(create(harness))
     await asyncio.sleep(0.1)
