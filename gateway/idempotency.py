@@ -13,9 +13,10 @@ a task whose call may have gone out is ``504``, and no task at all means nothing
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,7 +32,12 @@ from gateway.errors import (
 from gateway.schemas import CreateVideoRequest, FieldError, Task
 from gateway.store import IdempotencyRecord, IdempotencyStore, TaskRecord, TaskStore
 
+logger = logging.getLogger(__name__)
+
 HEADER = "Idempotency-Key"
+SETTLE_RETRY_S = 60.0
+"""How long a key's settle or release is retried during a Redis outage (a restart or a
+failover takes about a second; the claim turns stale after the longest create anyway)."""
 
 
 def check_key(value: str | None) -> str | None:
@@ -63,6 +69,7 @@ class IdempotentCreates:
         self._keys = keys
         self._tasks = tasks
         self._stale_after_s = stale_after_s
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def run(
         self,
@@ -92,18 +99,55 @@ class IdempotentCreates:
         try:
             task = await create()
         except UpstreamOutcomeUnknown as exc:
-            # Without Redis the claim stays in flight; once stale it is answered 504 as well.
-            with contextlib.suppress(StoreUnavailable):
-                await self._keys.swap(
-                    client, key, claim, claim.model_copy(update={"state": "outcome_unknown",
-                                                                 "problem": exc.problem()})
-                )  # fmt: skip
+            unknown = claim.model_copy(
+                update={"state": "outcome_unknown", "problem": exc.problem()}
+            )
+            await self._settle(client, key, claim, unknown)
             raise
         except GatewayError:
-            await self._keys.swap(client, key, claim, None)
+            await self._settle(client, key, claim, None)  # an error is forgotten
             raise
-        await self._keys.swap(client, key, claim, claim.model_copy(update={"state": "done"}))
+        # The upstream accepted: whatever Redis does now, the answer is the task, never 503.
+        await self._settle(client, key, claim, claim.model_copy(update={"state": "done"}))
         return Outcome(task, replayed=False)
+
+    async def _settle(
+        self, client: str, key: str, claim: IdempotencyRecord, new: IdempotencyRecord | None
+    ) -> None:
+        """Move the key from this request's ``claim`` to ``new`` (None: forget it). During a
+        Redis outage the answer does not wait: the write is retried in the background, with
+        backoff, for :data:`SETTLE_RETRY_S`, so that the key neither stays ``409 in use`` nor
+        turns into a false ``504`` for a request whose outcome is known."""
+        try:
+            await self._keys.swap(client, key, claim, new)
+        except StoreUnavailable:
+            logger.warning(
+                "idempotency key not settled; retrying in the background",
+                extra={"client": client, "state": new.state if new else "released"},
+            )
+            retry = asyncio.create_task(self._settle_later(client, key, claim, new))
+            self._settling.add(retry)
+            retry.add_done_callback(self._settling.discard)
+
+    async def _settle_later(
+        self, client: str, key: str, claim: IdempotencyRecord, new: IdempotencyRecord | None
+    ) -> None:
+        deadline = time.monotonic() + SETTLE_RETRY_S
+        delay = 0.05
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._keys.swap(client, key, claim, new)
+            except StoreUnavailable:  # counted by the store as a Redis error
+                if time.monotonic() >= deadline:
+                    logger.error(
+                        "idempotency key left in flight: Redis unreachable",
+                        extra={"client": client, "state": new.state if new else "released"},
+                    )
+                    return
+                delay = min(1.0, delay * 2)
+            else:
+                return
 
     async def _replay(
         self,
