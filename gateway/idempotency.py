@@ -140,7 +140,7 @@ class IdempotentCreates:
                 await self._keys.swap(client, key, claim, new)
             except StoreUnavailable:  # counted by the store as a Redis error
                 if time.monotonic() >= deadline:
-                    logger.error(
+                    logger.exception(
                         "idempotency key left in flight: Redis unreachable",
                         extra={"client": client, "state": new.state if new else "released"},
                     )

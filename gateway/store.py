@@ -17,9 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from redis.asyncio import Redis
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
@@ -228,12 +228,20 @@ class TaskRecord(BaseModel):
 
 
 def connect(url: str) -> Redis:
-    """A pooled client with short timeouts and a small retry policy for transient errors."""
+    """A pooled client with short timeouts and a retry policy for transient errors
+    (connection and timeout errors: a restart or a failover takes about a second).
+
+    The retry is redis-py's asyncio one: the synchronous ``redis.retry.Retry`` given to the
+    asyncio client never retried anything. Every write the gateway sends may thus run twice
+    (a lost reply); each is written to be idempotent: ``SET NX`` claims recognise their own
+    value, saves set the same value again, and a finalize sent twice answers 0 the second time
+    (the caller then reads the stored task, its own: nothing is queued or counted twice).
+    """
     return Redis.from_url(
         url,
         socket_connect_timeout=1.0,
         socket_timeout=2.0,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3),
         health_check_interval=30,
         max_connections=256,
     )
@@ -286,12 +294,15 @@ class TaskStore:
     async def create(self, record: TaskRecord, *, check_at: float) -> None:
         """Write a new task and put it on the poll schedule at ``check_at`` (where a create
         that never finished is found); refuses (StoreUnavailable) when Redis cannot take it."""
+        written = record.model_dump_json()
         async with self._translated(), self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(Keys.task(record.id), record.model_dump_json(), ex=self._ttl_s, nx=True)
+            pipe.set(Keys.task(record.id), written, ex=self._ttl_s, nx=True)
             pipe.zadd(Keys.POLL_DUE, {record.id: check_at})
             if record.callback_token:
                 pipe.set(Keys.callback(record.callback_token), record.id, ex=self._ttl_s)
             created, *_ = await pipe.execute()
+            if not created:  # a retry after a lost reply finds this call's own write
+                created = await self._redis.get(Keys.task(record.id)) == written.encode()
         if not created:
             # 128 random bits do not collide; a duplicate means a bug, so fail loudly.
             raise RuntimeError(f"task id collision: {record.id}")
