@@ -107,6 +107,7 @@ def build_resources(
         webhooks_enabled=webhook_secret is not None,
         create_timeout_s=create_timeout_s,
         first_poll_s=settings.status.poll_interval_s,
+        accept_retry_s=settings.redis.accept_retry_s,
     )
     loops: list[Poller | WebhookSender] = []
     if settings.status.background_polling:

@@ -58,6 +58,10 @@ class RedisSettings(_Section):
     url: str | None = None
     """None starts an embedded ``redis-server`` with its data in ``data_dir``."""
     data_dir: Path = Path(".gateway")
+    accept_retry_s: float = Field(20.0, gt=0, le=25)
+    """How long a create retries recording a task an upstream accepted, during a Redis outage,
+    before answering ``504`` with the task's id (the write goes on in the background). At most
+    25 s: the poller takes a create for interrupted 30 s after the longest one could take."""
 
 
 class ClientKeySettings(_Section):

@@ -127,6 +127,20 @@ class UpstreamOutcomeUnknown(GatewayError):
     status, code = 504, "upstream_outcome_unknown"
     title = "The upstream received the request but did not answer"
 
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        attempts: Sequence[Attempt] | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        super().__init__(detail, attempts=attempts)
+        self.task_id = task_id
+
+    def problem(self) -> Problem:
+        """With the task's id when one was recorded (api.md §2): the client may poll it."""
+        return super().problem().model_copy(update={"id": self.task_id})
+
 
 def problem_response(error: GatewayError) -> Response[Any]:
     body = error.problem().model_dump(mode="json", exclude_none=True)

@@ -244,6 +244,9 @@ class Problem(BaseModel):
     code: str
     errors: list[FieldError] | None = None
     attempts: list[Attempt] | None = None
+    id: str | None = None
+    """The task's public id, when one was recorded (``504 upstream_outcome_unknown``): the
+    client may poll it."""
 
 
 class LatencyMs(BaseModel):

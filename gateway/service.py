@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.cache import FinalTask, FinalTasks
 from gateway.errors import (
@@ -38,7 +39,10 @@ from providers.base import TaskStatus, VideoJob
 logger = logging.getLogger(__name__)
 
 TASK_ID = re.compile(r"^vid_[a-z2-7]{26}$")
-SAVE_RETRIES = 3
+ACCEPT_MARGIN_S = 5.0
+"""The background accept write stops this long before the poller may take the create for
+interrupted (``create_timeout_s`` after the task's creation)."""
+AcceptOutcome = Literal["saved", "final", "unwritten"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class ServiceOptions:
     create_timeout_s: float
     """An upper bound on one create; the poller checks an unfinished create after it."""
     first_poll_s: float
+    accept_retry_s: float = 20.0
+    """How long a create keeps retrying to record an accepted task before answering 504."""
 
 
 class VideoService:
@@ -73,6 +79,7 @@ class VideoService:
         self._refresher = refresher
         self._idempotent = idempotent
         self._options = options
+        self._background: set[asyncio.Task[AcceptOutcome]] = set()
 
     async def create(
         self, client: str, request: CreateVideoRequest, idempotency_key: str | None = None
@@ -140,16 +147,7 @@ class VideoService:
         record.status = placement.submitted.status
         record.attempts = placement.attempts
         record.updated_at = now_s()
-        try:
-            await self._save_accepted(record)
-        except StoreUnavailable as exc:
-            # The reseller took (and will bill) this task: "store_unavailable" would tell the
-            # client that nothing was sent and that a retry is safe.
-            raise UpstreamOutcomeUnknown(
-                f"{record.provider} accepted the task but the gateway could not record it; "
-                "do not resubmit it blindly",
-                attempts=record.attempts,
-            ) from exc
+        await self._save_accepted(record)
         self._metrics.task_created(
             record.provider, record.tier, record.resolution, record.price_usd
         )
@@ -175,23 +173,58 @@ class VideoService:
             logger.exception("could not record a refused create", extra={"task_id": record.id})
 
     async def _save_accepted(self, record: TaskRecord) -> None:
-        """An upstream has accepted a paid task: its mapping must not be lost."""
-        for attempt in range(SAVE_RETRIES):
+        """An upstream has accepted a paid task: its mapping must not be lost.
+
+        A Redis restart or failover takes about a second: the write is retried with backoff for
+        ``accept_retry_s``. After that the client gets ``504 upstream_outcome_unknown`` naming
+        the task (never ``store_unavailable``, which promises nothing was sent) while the write
+        goes on in the background until the poller could take the create for interrupted.
+        """
+        deadline = time.monotonic() + self._options.accept_retry_s
+        outcome = await self._accept_until(record, deadline)
+        if outcome == "saved":
+            return
+        if outcome == "unwritten":
+            left = record.created_at + self._options.create_timeout_s - ACCEPT_MARGIN_S
+            later = asyncio.create_task(
+                self._accept_until(record, time.monotonic() + max(0.0, left - time.time()))
+            )
+            self._background.add(later)
+            later.add_done_callback(self._background.discard)
+        raise UpstreamOutcomeUnknown(
+            f"{record.provider} accepted the task but the gateway could not record it yet; "
+            "poll the task id, and do not resubmit it blindly",
+            attempts=record.attempts,
+            task_id=record.id,
+        )
+
+    async def _accept_until(self, record: TaskRecord, deadline: float) -> AcceptOutcome:
+        """Write the accepted mapping, retrying until ``deadline`` (monotonic seconds)."""
+        delay = 0.05
+        extra = {"task_id": record.id, "provider": record.provider,
+                 "provider_task_id": record.provider_task_id}  # fmt: skip
+        while True:
+            first_poll = time.time() + self._options.first_poll_s
             try:
-                await self._store.accept(record, time.time() + self._options.first_poll_s)
+                result = await self._store.accept(record, first_poll)
+                if result == "missing":  # Redis lost the task (restarted without its data)
+                    await self._store.create(record, check_at=first_poll)
+                    result = "saved"
             except StoreUnavailable:
-                if attempt == SAVE_RETRIES - 1:
-                    # The pending attempt written before the call names the provider, so the
-                    # task can be reconciled; this line carries the upstream id too.
-                    logger.critical(
-                        "accepted task not recorded",
-                        extra={"task_id": record.id, "provider": record.provider,
-                               "provider_task_id": record.provider_task_id},
-                    )  # fmt: skip
-                    raise
-                await asyncio.sleep(0.1 * 2**attempt)
-            else:
-                return
+                result = None
+            if result == "saved":
+                return "saved"
+            if result == "final":
+                # The poller gave the create up for interrupted before it answered.
+                logger.critical("accepted task had already ended; reconcile", extra=extra)
+                return "final"
+            if time.monotonic() >= deadline:
+                # The pending attempt written before the call names the provider, so the
+                # task can be reconciled; this line carries the upstream id too.
+                logger.critical("accepted task not recorded", extra=extra)
+                return "unwritten"
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
 
     def cached_final(self, task_id: str) -> FinalTask | None:
         """A final task this process has answered before (see :mod:`gateway.shortcut`)."""

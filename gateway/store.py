@@ -68,6 +68,10 @@ return ids
 """
 
 
+Accepted = Literal["saved", "final", "missing"]
+ACCEPT_RESULTS: dict[int, Accepted] = {1: "saved", 0: "final", -1: "missing"}
+
+
 class Keys:
     """Every Redis key the gateway uses, in one place."""
 
@@ -321,14 +325,17 @@ class TaskStore:
             )
         return int(saved) == 1
 
-    async def accept(self, record: TaskRecord, first_poll_at: float) -> None:
+    async def accept(self, record: TaskRecord, first_poll_at: float) -> Accepted:
         """Save an accepted task's mapping and schedule its first poll: one script, one round
-        trip (a script in a redis-py pipeline costs a SCRIPT EXISTS round trip first)."""
+        trip (a script in a redis-py pipeline costs a SCRIPT EXISTS round trip first).
+        ``missing`` when the task's key is gone (Redis lost it), ``final`` when the task ended
+        meanwhile: either way nothing was written."""
         async with self._translated():
-            await self._save_unless_final(
+            saved = await self._save_unless_final(
                 keys=[Keys.task(record.id), Keys.POLL_DUE],
                 args=[record.model_dump_json(), first_poll_at, record.id],
             )
+        return ACCEPT_RESULTS[int(saved)]
 
     async def finalize(
         self, record: TaskRecord, webhook: tuple[str, str, float] | None = None
@@ -398,7 +405,11 @@ class TaskStore:
 _SWAP_IF_UNCHANGED = """
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then
-  if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') end
+  if ARGV[2] == '' then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  end
   return 1
 end
 if ARGV[2] == '' then return current and 0 or 1 end

@@ -33,7 +33,7 @@ from providers.base import TaskStatus, VideoJob
 from tests.integration.conftest import IMAGE, Harness, base_config
 
 BODY = {"prompt": "a paper boat in the rain", "image": IMAGE}
-USER, PASSWORD = "gateway-under-test", "acl-test-password"  # noqa: S105 - a test-only user
+USER, PASSWORD = "gateway-under-test", "acl-test-password"
 
 
 class Acl:
@@ -44,19 +44,17 @@ class Acl:
         self.url = url
 
     async def allow_all(self) -> None:
-        await self.admin.execute_command(
-            "ACL", "SETUSER", USER, "reset", "on", f">{PASSWORD}", "allkeys", "allchannels",
-            "allcommands",
+        await self.admin.acl_setuser(
+            USER, enabled=True, reset=True, passwords=[f"+{PASSWORD}"], keys=["*"],
+            channels=["*"], categories=["+@all"],
         )  # fmt: skip
 
     async def only_keys(self, *patterns: str) -> None:
         """The user may touch only keys matching ``patterns``: any other key is NOPERM."""
-        await self.admin.execute_command(
-            "ACL", "SETUSER", USER, "resetkeys", *(f"~{p}" for p in patterns)
-        )
+        await self.admin.acl_setuser(USER, enabled=True, reset_keys=True, keys=list(patterns))
 
     async def deny(self, *commands: str) -> None:
-        await self.admin.execute_command("ACL", "SETUSER", USER, *(f"-{c}" for c in commands))
+        await self.admin.acl_setuser(USER, enabled=True, commands=[f"-{c}" for c in commands])
 
     async def outage(self, after_s: float, for_s: float, *patterns: str) -> None:
         """From ``after_s`` on, for ``for_s``, only keys matching ``patterns`` are writable."""
@@ -76,7 +74,7 @@ async def acl(redis: Redis, redis_url: str) -> AsyncIterator[Acl]:
     made = Acl(redis, f"{scheme}://{USER}:{PASSWORD}@{rest}")
     await made.allow_all()
     yield made
-    await redis.execute_command("ACL", "DELUSER", USER)
+    await redis.acl_deluser(USER)
 
 
 async def create(
@@ -87,7 +85,7 @@ async def create(
     test drives) are sent from threads."""
     headers = h.headers() if idem is None else {**h.headers(), "Idempotency-Key": idem}
     request = h.client.build_request("POST", "/v1/videos", json=body, headers=headers)
-    transport = cast(httpx.BaseTransport, h.client._transport)  # noqa: SLF001 - the app's ASGI bridge
+    transport = cast(httpx.BaseTransport, h.client._transport)
     response = await asyncio.to_thread(transport.handle_request, request)
     response.read()
     return response
@@ -134,8 +132,8 @@ async def test_two_retries_taking_over_one_stale_claim_create_once(
 
 
 class SlowReader(IdempotencyStore):
-    """The real store, but the n-th caller that finds a claim already there is held up 0.05 + (n - 1) × 0.1 s
-    before acting on what it read (a slow instance, a GC pause)."""
+    """The real store, but the n-th caller that finds a claim already there is held up
+    0.05 + (n - 1) × 0.1 s before acting on what it read (a slow instance, a GC pause)."""
 
     def __init__(self, redis: Redis) -> None:
         super().__init__(redis, ttl_s=3600)
@@ -306,7 +304,7 @@ async def test_the_store_client_retries_a_command_that_timed_out(
     client = connect(redis_url)
     try:
         await client.ping()
-        await redis.execute_command("CLIENT", "PAUSE", "2300", "ALL")
+        await redis.client_pause(2300)
         await client.set("gw:test:retry", "1")
         assert await redis.get("gw:test:retry") == b"1"
     finally:
@@ -397,7 +395,8 @@ async def test_an_accept_refused_because_the_task_ended_answers_504_with_its_id(
 
     async def end_the_task() -> None:
         await asyncio.sleep(0.15)
-        key = [k async for k in redis.scan_iter(match="gw:task:*")][0]
+        keys = [k async for k in redis.scan_iter(match="gw:task:*")]
+        key = keys[0]
         record = TaskRecord.model_validate_json(await redis.get(key) or b"")
         record.finish(TaskStatus.FAILED, error=TaskError(code="submit_interrupted", message="x"))
         await redis.set(key, record.model_dump_json(), keepttl=True)
