@@ -93,7 +93,7 @@ def build_resources(
     refresher = Refresher(
         store, router, health, settings.status,
         webhooks_enabled=webhook_secret is not None, public_url=settings.server.public_url,
-        metrics=metrics,
+        metrics=metrics, create_timeout_s=create_timeout_s,
     )  # fmt: skip
     idempotent = IdempotentCreates(
         IdempotencyStore(redis, ttl_s=settings.idempotency.ttl_s, metrics=metrics),

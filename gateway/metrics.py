@@ -39,6 +39,11 @@ CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 Operation = Literal["create", "status"]
 RedisOperation = Literal["ping", "health", "tasks", "idempotency", "polling", "webhooks"]
 """Which part of the gateway met a Redis error."""
+ResubmitOutcome = Literal["resubmitted", "no_candidate", "refused", "outcome_unknown", "lost_race"]
+"""What became of a failed generation's resubmission."""
+RESUBMIT_OUTCOMES: Final[tuple[ResubmitOutcome, ...]] = (
+    "resubmitted", "no_candidate", "refused", "outcome_unknown", "lost_race",
+)  # fmt: skip
 WebhookOutcome = Literal["delivered", "rejected", "unreachable", "abandoned"]
 """One delivery attempt: a 2xx; a non-2xx answer; a timeout or connection error. ``abandoned``:
 the delivery was given up after its last attempt."""
@@ -173,6 +178,15 @@ class Metrics:
             "gateway_redis_errors", "Redis commands that failed, by the part of the gateway",
             ["operation"], registry=r,
         )  # fmt: skip
+        self._resubmissions = Counter(
+            "gateway_resubmissions", "Failed generations resubmitted or not, by outcome",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self._unrecorded = Counter(
+            "gateway_unrecorded_upstream_tasks", "Tasks a reseller accepted that the gateway "
+            "could not map to a public id: reconcile by hand (the log has the upstream id)",
+            ["provider"], registry=r,
+        )  # fmt: skip
         self._webhooks = Counter(
             "gateway_webhook_deliveries", "Webhook delivery attempts, by outcome", ["outcome"],
             registry=r,
@@ -190,6 +204,7 @@ class Metrics:
                 for reason in FAILOVER_REASONS if to != p else ():
                     self._failovers.labels(p, to, reason)
             self._ambiguous.labels(p)
+            self._unrecorded.labels(p)
             for tier in TIERS:
                 for resolution in RESOLUTIONS:
                     self._tasks_created.labels(p, tier, resolution)
@@ -202,6 +217,8 @@ class Metrics:
             self._redis_errors.labels(operation)
         for outcome in WEBHOOK_OUTCOMES:
             self._webhooks.labels(outcome)
+        for resubmit in RESUBMIT_OUTCOMES:
+            self._resubmissions.labels(resubmit)
 
     def routes(self, methods_by_route: Mapping[str, Iterable[str]]) -> None:
         """Declare the app's route templates (the only route labels allowed) and start their
@@ -261,6 +278,13 @@ class Metrics:
         value = CIRCUIT_VALUES.get(state)
         if value is not None:
             self._circuit.labels(self._provider(provider)).set(value)
+
+    def resubmission(self, outcome: ResubmitOutcome) -> None:
+        self._resubmissions.labels(_pick(outcome, RESUBMIT_OUTCOMES)).inc()
+
+    def unrecorded_task(self, provider: str) -> None:
+        """An upstream accepted (and may bill) a task no public id maps to."""
+        self._unrecorded.labels(self._provider(provider)).inc()
 
     def redis_error(self, operation: RedisOperation) -> None:
         self._redis_errors.labels(_pick(operation, REDIS_OPERATIONS)).inc()

@@ -26,15 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 
 from gateway.config import StatusSettings
-from gateway.errors import GatewayError, StoreUnavailable
+from gateway.errors import GatewayError, StoreUnavailable, UpstreamOutcomeUnknown
 from gateway.health import Health
 from gateway.metrics import Metrics
-from gateway.router import Router
+from gateway.router import Placement, Router
 from gateway.schemas import Attempt, TaskError
 from gateway.store import Keys, TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
 from gateway.webhooks import new_delivery
-from providers.base import TaskStatus, UpstreamStatus
+from providers.base import Provider, TaskStatus, UpstreamStatus, VideoJob
 from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class Refresher:
         webhooks_enabled: bool,
         public_url: str | None = None,
         metrics: Metrics,
+        create_timeout_s: float = 130.0,
     ) -> None:
         self._metrics = metrics
         self._public_url = public_url
@@ -94,26 +95,29 @@ class Refresher:
         self._health = health
         self._settings = settings
         self._webhooks_enabled = webhooks_enabled
+        self._create_timeout_s = create_timeout_s
         self._inflight: dict[str, asyncio.Future[TaskRecord]] = {}
 
     def due(self, record: TaskRecord) -> bool:
-        """Is it time to ask the upstream about this task again?"""
-        if record.is_final or record.provider_task_id is None:
+        """Is it time to ask the upstream about this task again? (Never while a resubmission
+        is in flight: the poller that resubmits owns the task until it is placed.)"""
+        if record.is_final or record.provider_task_id is None or record.resubmitting:
             return False
         if record.polled_at is None:
             return True
         return time.time() - record.polled_at >= self._settings.poll_interval_s
 
-    async def refresh(self, record: TaskRecord) -> TaskRecord:
+    async def refresh(self, record: TaskRecord, *, may_resubmit: bool = False) -> TaskRecord:
         """The task as its upstream now sees it. Concurrent callers in this process share one
-        refresh; an instance that is not this interval's poller returns ``record`` as stored."""
+        refresh; an instance that is not this interval's poller returns ``record`` as stored.
+        Only the background poller passes ``may_resubmit``: a lookup never sends a create."""
         running = self._inflight.get(record.id)
         if running is not None:
             return await asyncio.shield(running)
         future: asyncio.Future[TaskRecord] = asyncio.get_running_loop().create_future()
         self._inflight[record.id] = future
         try:
-            refreshed = await self._refresh(record)
+            refreshed = await self._refresh(record, may_resubmit=may_resubmit)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: there may be no other waiter
@@ -124,26 +128,40 @@ class Refresher:
         finally:
             del self._inflight[record.id]
 
-    async def _refresh(self, record: TaskRecord) -> TaskRecord:
+    async def _refresh(self, record: TaskRecord, *, may_resubmit: bool) -> TaskRecord:
+        if record.resubmitting:
+            return await self._check_resubmission(record)
         adapter = self._router.adapter(record.provider or "")
+        upstream = None
         if adapter is None or record.provider_task_id is None:
+            # Disabled or removed since: nothing to ask, but the deadline still applies.
             logger.warning("task's provider is not configured", extra={"task_id": record.id})
+        elif not await self._store.take_poll_turn(record.id, self._settings.poll_interval_s):
             return record
-        if not await self._store.take_poll_turn(record.id, self._settings.poll_interval_s):
-            return record
-        record.polled_at = time.time()
+        else:
+            record.polled_at = time.time()
+            upstream = await self._read(adapter, record, record.provider_task_id)
+        if upstream is not None and self._resubmittable(record, upstream):
+            if may_resubmit:
+                return await self._resubmit(record, upstream)
+            # Only the background poller resubmits: have it read the task now.
+            await self._store.give_back_poll_turn(record.id)
+            await self._store.schedule(record.id, time.time())
+            upstream = None
+        if upstream is not None:
+            _apply(record, upstream)
+        if not record.is_final and time.time() - record.created_at > self._settings.deadline_s:
+            record.finish(TaskStatus.FAILED, error=TaskError(
+                code="timeout", message="the task did not finish before the deadline"))  # fmt: skip
+        return await self._store_outcome(record)
+
+    async def _read(
+        self, adapter: Provider, record: TaskRecord, upstream_id: str
+    ) -> UpstreamStatus | None:
+        """One upstream status read, logged and counted; None when it failed."""
         started = time.perf_counter()
         try:
-            upstream = await adapter.status(record.provider_task_id)
-            seconds = time.perf_counter() - started
-            self._metrics.upstream_call(record.provider or "", "status", "ok", seconds)
-            # Status reads are the hot path: one line each at DEBUG; failures log at WARNING.
-            logger.debug(
-                "upstream status read",
-                extra={"task_id": record.id, "provider": record.provider, "operation": "status",
-                       "outcome": "ok", "upstream_status": upstream.raw_status,
-                       "latency_ms": round(seconds * 1000, 1)},
-            )  # fmt: skip
+            upstream = await adapter.status(upstream_id)
         except ProviderError as exc:
             self._metrics.upstream_call(
                 record.provider or "", "status", exc.outcome, time.perf_counter() - started
@@ -153,17 +171,29 @@ class Refresher:
                 "upstream status failed",
                 extra={"task_id": record.id, "provider": record.provider, "outcome": exc.outcome},
             )
-            upstream = None
-        if upstream is not None and upstream.status is TaskStatus.FAILED:
-            resubmitted = await self._resubmit(record, upstream)
-            if resubmitted is not None:
-                return resubmitted
-        if upstream is not None:
-            _apply(record, upstream)
-        if not record.is_final and time.time() - record.created_at > self._settings.deadline_s:
-            record.finish(TaskStatus.FAILED, error=TaskError(
-                code="timeout", message="the task did not finish before the deadline"))  # fmt: skip
-        return await self._store_outcome(record)
+            return None
+        seconds = time.perf_counter() - started
+        self._metrics.upstream_call(record.provider or "", "status", "ok", seconds)
+        # Status reads are the hot path: one line each at DEBUG; failures log at WARNING.
+        logger.debug(
+            "upstream status read",
+            extra={"task_id": record.id, "provider": record.provider, "operation": "status",
+                   "outcome": "ok", "upstream_status": upstream.raw_status,
+                   "latency_ms": round(seconds * 1000, 1)},
+        )  # fmt: skip
+        return upstream
+
+    def _resubmittable(self, record: TaskRecord, upstream: UpstreamStatus) -> bool:
+        """A failed generation another provider may be asked to make (resellers do not bill
+        failed generations): not a content refusal, and resubmissions left. Only the
+        background poller resubmits, so without it a failure stands."""
+        return (
+            upstream.status is TaskStatus.FAILED
+            and upstream.error_code != "content_rejected"
+            and record.job is not None
+            and record.resubmits < self._settings.resubmit_failed
+            and self._settings.background_polling
+        )
 
     async def _store_outcome(self, record: TaskRecord) -> TaskRecord:
         if not record.is_final:
@@ -189,62 +219,142 @@ class Refresher:
             return record
         return await self._store.get(record.id) or record
 
-    async def _resubmit(self, record: TaskRecord, upstream: UpstreamStatus) -> TaskRecord | None:
-        """Send a failed generation to another provider under the same id; None when not."""
-        if (
-            upstream.error_code == "content_rejected"
-            or record.job is None
-            or record.resubmits >= self._settings.resubmit_failed
-            or not await self._store.take_resubmission(record.id, record.resubmits + 1)
-        ):
-            return None
+    async def _check_resubmission(self, record: TaskRecord) -> TaskRecord:
+        """A task marked ``resubmitting`` belongs to the instance resubmitting it, unless that
+        instance died mid-call: once no create could still be running, the outcome is
+        unknown (the provider may hold a task) and the task ends so."""
+        if time.time() - record.updated_at < self._create_timeout_s:
+            return record
+        last = record.attempts[-1].provider if record.attempts else "an upstream"
+        record.resubmitting = False
+        record.resubmits += 1
+        record.finish(TaskStatus.FAILED, error=TaskError(
+            code="upstream_outcome_unknown",
+            message=f"the gateway stopped while resubmitting to {last}; it may hold (and bill) "
+            "a task there",
+        ))  # fmt: skip
+        self._metrics.resubmission("outcome_unknown")
+        logger.error("resubmission interrupted; reconcile with the upstream",
+                     extra={"task_id": record.id, "provider": last})  # fmt: skip
+        return await self._store_outcome(record)
+
+    async def _resubmit(self, record: TaskRecord, upstream: UpstreamStatus) -> TaskRecord:
+        """Send a failed generation to another provider under the same id. The task is marked
+        ``resubmitting`` (atomically, over the placement read) before the paid call; an
+        instance that loses that race leaves the task alone."""
         failed = Attempt(provider=record.provider or "", outcome="generation_failed",
                          message=(upstream.error_message or "")[:300] or None)  # fmt: skip
-        tried = {a.provider for a in record.attempts if a.outcome == "generation_failed"}
-        tried.add(failed.provider)
-        try:
-            candidates = [
-                c for c in await self._router.plan(record.job, record.routing)
-                if c.name not in tried
-            ]  # fmt: skip
-        except GatewayError:
-            candidates = []
-        if not candidates:
-            return None
+        job = record.job
+        candidates = await self._resubmit_candidates(record, failed.provider)
+        if job is None or not candidates:
+            self._metrics.resubmission("no_candidate")
+            _apply(record, upstream)
+            return await self._store_outcome(record)
         history = [*record.attempts, failed]
+        marked = record.model_copy(deep=True)
+        marked.resubmitting = True
+        marked.attempts = history
+        marked.updated_at = now_s()
+        if not await self._store.mark_resubmitting(marked, record.provider_task_id or ""):
+            self._metrics.resubmission("lost_race")
+            return await self._store.get(record.id) or record
+        record = marked
+        return await self._place_resubmission(record, job, candidates, history, upstream)
 
+    async def _resubmit_candidates(self, record: TaskRecord, failed: str) -> list[Candidate]:
+        if record.job is None:
+            return []
+        tried = {a.provider for a in record.attempts if a.outcome == "generation_failed"}
+        tried.add(failed)
+        try:
+            planned = await self._router.plan(record.job, record.routing)
+        except GatewayError as exc:
+            # No provider can take it now (none serves it any more, every circuit open): the
+            # failure stands. Counted (no_candidate) and logged.
+            logger.warning("no provider to resubmit to",
+                           extra={"task_id": record.id, "reason": exc.code})  # fmt: skip
+            return []
+        return [c for c in planned if c.name not in tried]
+
+    async def _place_resubmission(
+        self,
+        record: TaskRecord,
+        job: VideoJob,
+        candidates: Sequence[Candidate],
+        history: list[Attempt],
+        upstream: UpstreamStatus,
+    ) -> TaskRecord:
         async def before_attempt(candidate: Candidate, done: Sequence[Attempt]) -> None:
             record.attempts = [*history, *done, Attempt(provider=candidate.name, outcome="pending")]
             await self._store.save(record)
 
+        old_provider = record.provider
         try:
             placement = await self._router.submit(
-                candidates, record.job, before_attempt,
+                candidates, job, before_attempt,
                 callback_urls(self._public_url, record.callback_token),
             )  # fmt: skip
         except GatewayError as exc:
             record.attempts = [*history, *(exc.attempts or [])]
-            return None
-        if record.provider:
-            await self._health.record_task(record.provider, completed=False)
-        record.provider = placement.candidate.name
-        record.provider_task_id = placement.submitted.upstream_id
-        record.price_usd = placement.candidate.price_usd
-        record.status = placement.submitted.status
+            record.resubmitting = False
+            record.resubmits += 1
+            if isinstance(exc, UpstreamOutcomeUnknown):
+                # A bill may exist: the client must learn it, never read a plain failure.
+                where = record.attempts[-1].provider
+                self._metrics.resubmission("outcome_unknown")
+                record.finish(TaskStatus.FAILED, error=TaskError(
+                    code="upstream_outcome_unknown",
+                    message=f"the resubmission to {where} got no answer; it may have created "
+                    "(and bill) a task there",
+                ))  # fmt: skip
+            else:
+                self._metrics.resubmission("refused")
+                _apply(record, upstream)  # the generation's failure stands
+            return await self._store_outcome(record)
+        if old_provider:
+            await self._health.record_task(old_provider, completed=False)
         record.attempts = [*history, *placement.attempts]
+        record.resubmitting = False
         record.resubmits += 1
+        place(record, placement)
         self._metrics.task_created(
-            record.provider, record.tier, record.resolution, record.price_usd or 0.0
+            placement.candidate.name, record.tier, record.resolution, placement.candidate.price_usd
         )
-        record.polled_at = None
-        record.updated_at = now_s()
-        await self._store.save(record)
-        await self._store.schedule(record.id, time.time() + self._settings.poll_interval_s)
+        self._metrics.resubmission("resubmitted")
+        await self._record_placed(record)
         logger.info(
             "failed generation resubmitted",
-            extra={"task_id": record.id, "provider": record.provider, "failed": failed.provider},
+            extra={"task_id": record.id, "provider": record.provider, "failed": old_provider},
         )
         return record
+
+    async def _record_placed(self, record: TaskRecord) -> None:
+        """Save a resubmission's placement. A refusal is never ignored: the new upstream task
+        is then mapped to no public id (logged critical and counted for reconciliation)."""
+        record.polled_at = None
+        if not await self._store.save(record):
+            self._metrics.unrecorded_task(record.provider or "")
+            logger.critical(
+                "resubmitted task not recorded: the task had ended; reconcile",
+                extra={"task_id": record.id, "provider": record.provider,
+                       "provider_task_id": record.provider_task_id},
+            )  # fmt: skip
+            return
+        await self._store.schedule(record.id, time.time() + self._settings.poll_interval_s)
+
+
+def place(record: TaskRecord, placement: Placement) -> None:
+    """Apply where a create went to the task: its provider, upstream id, price and status.
+    A create answer that is already final is not applied as final: the task stays open with
+    a poll due now, so that its end goes through the one finalize path (webhook, completed_at,
+    the video URL read from the status)."""
+    record.provider = placement.candidate.name
+    record.provider_task_id = placement.submitted.upstream_id
+    record.price_usd = placement.candidate.price_usd
+    status = placement.submitted.status
+    record.status = TaskStatus.IN_PROGRESS if status.is_final else status
+    record.polled_at = None
+    record.updated_at = now_s()
 
 
 def _apply(record: TaskRecord, upstream: UpstreamStatus) -> None:
@@ -332,7 +442,7 @@ class Poller:
             record.provider or "", asyncio.Semaphore(self._settings.poll_concurrency)
         )
         async with limit:
-            record = await self._refresher.refresh(record)
+            record = await self._refresher.refresh(record, may_resubmit=True)
         if not record.is_final:
             age = time.time() - record.created_at
             await self._store.schedule(task_id, time.time() + next_poll_delay(age, self._settings))

@@ -28,10 +28,10 @@ from gateway.errors import (
 )
 from gateway.idempotency import IdempotentCreates, Outcome
 from gateway.metrics import Metrics
-from gateway.poller import Refresher, callback_urls
+from gateway.poller import Refresher, callback_urls, place
 from gateway.router import Router
 from gateway.schemas import Attempt, CreateVideoRequest, Task, TaskError
-from gateway.store import TaskRecord, TaskStore, now_s
+from gateway.store import TaskRecord, TaskStore
 from gateway.strategies import Candidate
 from gateway.webhooks import points_at_self
 from providers.base import TaskStatus, VideoJob
@@ -141,16 +141,12 @@ class VideoService:
         except GatewayError as exc:
             await self._record_refusal(record, exc)
             raise
-        record.provider = placement.candidate.name
-        record.provider_task_id = placement.submitted.upstream_id
-        record.price_usd = placement.candidate.price_usd
-        record.status = placement.submitted.status
         record.attempts = placement.attempts
-        record.updated_at = now_s()
-        await self._save_accepted(record)
+        place(record, placement)
         self._metrics.task_created(
-            record.provider, record.tier, record.resolution, record.price_usd
+            placement.candidate.name, record.tier, record.resolution, placement.candidate.price_usd
         )
+        await self._save_accepted(record)
         logger.info(
             "task accepted",
             extra={

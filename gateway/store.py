@@ -28,34 +28,71 @@ from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
 
 KEY_PREFIX = "gw"
 
+# Both scripts below refuse a write that belongs to an older placement of the task: fewer
+# resubmissions than stored, or the same number while a resubmission is marked in flight
+# (only its resubmitter writes records that carry the mark). A poller holding the old
+# upstream task's failure thus never ends a task another instance is resubmitting.
+_STALE = """
+local function stale(stored, new)
+  if new['resubmits'] < stored['resubmits'] then return true end
+  return new['resubmits'] == stored['resubmits'] and stored['resubmitting'] == true
+    and new['resubmitting'] ~= true
+end
+"""
+
 # Saves that must never undo a final state: a slower poller holding an older answer loses.
 # KEYS: task[, due-set]. ARGV: record[, due-at, task id]: with a due-set, a saved task is also
 # (re)scheduled there, in the same step (an accepted task's first poll).
-_SAVE_UNLESS_FINAL = """
+_SAVE_UNLESS_FINAL = (
+    _STALE
+    + """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
-local status = cjson.decode(current)['status']
-if status == 'completed' or status == 'failed' then return 0 end
+local stored = cjson.decode(current)
+if stored['status'] == 'completed' or stored['status'] == 'failed' then return 0 end
+if stale(stored, cjson.decode(ARGV[1])) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 if #KEYS > 1 then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
 return 1
 """
+)
 
 # The one transition to a final state (compare-and-set), with what must happen exactly once
 # in the same atomic step: leave the poll schedule and, if asked, queue the webhook.
 # KEYS: task, due-set[, delivery, deliveries-due]. ARGV: record, task id[, delivery,
 # delivery id, deliver-at, delivery ttl]. Returns 1 when this call made the task final.
-_FINALIZE = """
+_FINALIZE = (
+    _STALE
+    + """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
-local status = cjson.decode(current)['status']
-if status == 'completed' or status == 'failed' then return 0 end
+local stored = cjson.decode(current)
+if stored['status'] == 'completed' or stored['status'] == 'failed' then return 0 end
+if stale(stored, cjson.decode(ARGV[1])) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 redis.call('ZREM', KEYS[2], ARGV[2])
 if #KEYS > 2 then
   redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[6])
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 end
+return 1
+"""
+)
+
+# Mark a task "resubmitting" before the paid call: only if it is still the placement the
+# caller read (same resubmission count, same upstream task, not final, not already marked).
+# KEYS: task. ARGV: the marked record, the upstream task id read. Retried after a lost reply,
+# it finds its own write and answers 1 again.
+_MARK_RESUBMITTING = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if current == ARGV[1] then return 1 end
+local stored = cjson.decode(current)
+local new = cjson.decode(ARGV[1])
+if stored['status'] == 'completed' or stored['status'] == 'failed' then return 0 end
+if stored['resubmitting'] == true or stored['resubmits'] ~= new['resubmits'] then return 0 end
+if stored['provider_task_id'] ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 return 1
 """
 
@@ -82,10 +119,6 @@ class Keys:
     @staticmethod
     def poll_lock(task_id: str) -> str:
         return f"{KEY_PREFIX}:poll:{task_id}"
-
-    @staticmethod
-    def resubmit_lock(task_id: str, number: int) -> str:
-        return f"{KEY_PREFIX}:resubmit:{task_id}:{number}"
 
     POLL_DUE = f"{KEY_PREFIX}:due:poll"
     WEBHOOKS_DUE = f"{KEY_PREFIX}:due:webhooks"
@@ -158,6 +191,9 @@ class TaskRecord(BaseModel):
     routing: RoutingOverrides | None = None
     """The request's routing overrides, kept for a resubmission."""
     resubmits: int = 0
+    resubmitting: bool = False
+    """A resubmission's paid create is in flight (set atomically before it, cleared with its
+    outcome): other pollers leave the task alone."""
     callback_token: str | None = None
 
     @classmethod
@@ -279,6 +315,7 @@ class TaskStore:
         self._save_unless_final = redis.register_script(_SAVE_UNLESS_FINAL)
         self._finalize = redis.register_script(_FINALIZE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
+        self._mark_resubmitting = redis.register_script(_MARK_RESUBMITTING)
 
     def _translated(self) -> AbstractAsyncContextManager[None]:
         return translated(self._metrics, "tasks")
@@ -375,13 +412,20 @@ class TaskStore:
             )
         return bool(won)
 
-    async def take_resubmission(self, task_id: str, number: int) -> bool:
-        """Exactly one instance may resubmit a failed generation (it is a paid call)."""
+    async def give_back_poll_turn(self, task_id: str) -> None:
+        """Let the next caller (the background poller) read the status now."""
         async with self._translated():
-            won = await self._redis.set(
-                Keys.resubmit_lock(task_id, number), "1", nx=True, ex=self._ttl_s
+            await self._redis.delete(Keys.poll_lock(task_id))
+
+    async def mark_resubmitting(self, record: TaskRecord, upstream_id: str) -> bool:
+        """Exactly one instance may resubmit a failed generation (it is a paid call): the one
+        that marks ``record`` (``resubmitting`` set) over the placement it read, whose upstream
+        task was ``upstream_id``. False: another instance got there first, leave it alone."""
+        async with self._translated():
+            won = await self._mark_resubmitting(
+                keys=[Keys.task(record.id)], args=[record.model_dump_json(), upstream_id]
             )
-        return bool(won)
+        return int(won) == 1
 
     async def schedule(self, task_id: str, at: float) -> None:
         async with self._translated():

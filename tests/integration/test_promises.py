@@ -327,12 +327,18 @@ async def test_a_lookup_never_sends_a_create(harness: Harness) -> None:
 # 8 -----------------------------------------------------------------------------------------
 
 
+def no_answer(request: httpx.Request) -> httpx.Response:
+    """A reseller that receives every request and never answers (the read times out)."""
+    raise httpx.ReadTimeout("no answer", request=request)
+
+
 async def test_an_ambiguous_resubmission_fails_the_task_naming_the_provider(
     harness_factory: Callable[..., Any], redis: Redis
 ) -> None:
-    h: Harness = await harness_factory(status=polling())
+    h: Harness = await harness_factory(
+        status=polling(), transports={"apiinone": httpx.MockTransport(no_answer)}
+    )
     h.runapi.update_knobs({"task_outcome": "failed"})
-    h.apiinone.update_knobs({"create_fault": "hang", "hang_s": 3})
     task_id = (await create(h)).json()["id"]
 
     async def final() -> bool:
