@@ -67,9 +67,12 @@ class Resources:
         self._tasks = [asyncio.create_task(loop.run()) for loop in self.loops]
 
     async def stop(self) -> None:
+        """Loops first (the poller lets resubmissions in flight finish), then accepted tasks
+        still being recorded; adapters and Redis are closed by the caller after."""
         for loop in self.loops:
             await loop.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.service.drain()
         for route in self.routes:
             await route.adapter.aclose()
 

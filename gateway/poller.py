@@ -424,10 +424,16 @@ class Poller:
             logger.error("background poll failed", exc_info=task.exception())
 
     async def stop(self) -> None:
+        """Stop claiming work and let the polls in flight finish: one may be a resubmission's
+        paid create, whose answer must be recorded. Those still running after the longest a
+        create can take are cancelled."""
         self._stop.set()
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        running = set(self._running)
+        if running:
+            _, late = await asyncio.wait(running, timeout=self._create_timeout_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def _poll(self, task_id: str) -> None:
         record = await self._store.get(task_id)

@@ -222,6 +222,12 @@ class VideoService:
             await asyncio.sleep(delay)
             delay = min(1.0, delay * 2)
 
+    async def drain(self) -> None:
+        """Wait (bounded by the writes' own deadlines) for accepted tasks still being recorded
+        in the background: called at shutdown, before Redis is closed."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     def cached_final(self, task_id: str) -> FinalTask | None:
         """A final task this process has answered before (see :mod:`gateway.shortcut`)."""
         return self._final.get(task_id)
