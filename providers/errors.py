@@ -6,13 +6,13 @@ The classes answer the one question routing must ask before it tries another res
     ProviderError
     ├── NotTaken                 the upstream certainly created no task
     │   ├── Unreachable          refused / DNS / TLS / connect timeout: nothing was sent [failover]
-    │   ├── UpstreamServerError  a 5xx answer (HTML edge pages included)                [failover]
+    │   ├── UpstreamServerError  a 5xx answer but 504/524 (HTML edge pages included)    [failover]
     │   ├── RateLimited          429, with ``retry_after`` seconds when given            [failover]
     │   ├── AccountError         401 / 403 (our key) and 402 (out of credits)            [failover]
     │   ├── RequestRejected      400 / 422 not about content: a translation bug          [stop]
     │   ├── ContentRejected      the prompt or image was refused on content grounds      [stop]
     │   └── TaskNotFound         status lookup of an id the upstream does not know       [stop]
-    └── OutcomeUnknown           sent, but no usable answer: the task may exist          [stop*]
+    └── OutcomeUnknown           sent, but no usable answer (504/524 from a proxy too)   [stop*]
 
     * unless the operator allows failover on timeouts.
 """

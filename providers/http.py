@@ -36,6 +36,10 @@ POOL_LIMITS = httpx.Limits(max_connections=200, keepalive_expiry=4.0)
 the common 5 s server idle timeout: a create written to a connection the server is closing gets
 no answer, and is "outcome unknown" (never resent, never failed over)."""
 
+PROXY_TIMEOUTS = frozenset({504, 524})
+"""Answers from an edge proxy (a gateway timeout; Cloudflare's "a timeout occurred") that gave
+up on the reseller after forwarding the request: not proof that no task was created."""
+
 T = TypeVar("T")
 
 
@@ -197,6 +201,10 @@ def error_for_status(
         # 400, 422, 405, 409, 413…: the upstream refused it, so nothing was created; another
         # reseller would refuse the same translation, so not worth a failover.
         return RequestRejected(provider, text, **kwargs)
+    if status in PROXY_TIMEOUTS:
+        # A proxy in front of the reseller gave up waiting on it: the reseller may have taken
+        # the task (api.md §3), as after a read timeout.
+        return OutcomeUnknown(provider, f"a proxy gave up waiting: {text}", **kwargs)
     if status >= 500:
         return UpstreamServerError(provider, text, **kwargs)
     return OutcomeUnknown(provider, f"unexpected answer {status}: {text}", **kwargs)

@@ -48,6 +48,14 @@ def mapped_errors(request: httpx.Request) -> Iterator[None]:
         raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from exc
 
 
+def _total(connect: float | None, pool: float | None, read: float | None) -> float | None:
+    """A bound on the whole call. ``sock_read`` restarts with every chunk, so an answer that
+    trickles in would otherwise hold a create (and its caller) for ever."""
+    if read is None:
+        return None
+    return read + (connect or 0.0) + (pool or 0.0)
+
+
 def _version(version: aiohttp.HttpVersion | None) -> bytes:
     return b"HTTP/1.1" if version is None else f"HTTP/{version.major}.{version.minor}".encode()
 
@@ -57,7 +65,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     ``limits.max_connections`` caps the pool and ``limits.keepalive_expiry`` closes idle
     connections; the per-request timeouts come from httpx's ``timeout`` extension: ``connect``
-    and ``pool`` bound getting a connection, ``read`` bounds each wait for bytes.
+    and ``pool`` bound getting a connection, ``read`` bounds each wait for bytes, and their sum
+    bounds the whole call (a timeout there, once sent, is a read error: outcome unknown).
     """
 
     def __init__(
@@ -100,7 +109,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 compress=False,
                 timeout=aiohttp.ClientTimeout(
-                    total=None,
+                    total=_total(connect, pool, read),
                     connect=None if connect is None or pool is None else connect + pool,
                     sock_connect=connect,
                     sock_read=read,

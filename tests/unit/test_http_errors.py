@@ -89,6 +89,9 @@ def test_parse_retry_after_reads_seconds_and_http_dates(
         (500, "oops", None, UpstreamServerError),
         (503, None, None, UpstreamServerError),
         (302, "moved", None, OutcomeUnknown),
+        # A proxy in front of the reseller gave up waiting: the reseller may have the task.
+        (504, "<html>Gateway Time-out</html>", None, OutcomeUnknown),
+        (524, "A timeout occurred", None, OutcomeUnknown),
     ],
 )
 def test_error_for_status_maps_each_status_onto_the_tree(

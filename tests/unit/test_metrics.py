@@ -27,6 +27,8 @@ def test_every_metric_follows_the_naming_conventions() -> None:
         "gateway_upstream_request_duration_seconds": "histogram",
         "gateway_failovers": "counter",
         "gateway_ambiguous_submits": "counter",
+        "gateway_resubmissions": "counter",
+        "gateway_unrecorded_upstream_tasks": "counter",
         "gateway_tasks_created": "counter",
         "gateway_spend_usd": "counter",
         "gateway_tasks_finished": "counter",

@@ -160,6 +160,33 @@ async def test_failure_after_the_request_was_read_leaves_the_outcome_unknown(
     assert len(upstream.requests) == 1  # written once: aiohttp never resends a POST
 
 
+def trickles_an_answer(upstream: Upstream) -> Handler:
+    """Answers one byte every 0.1 s: each read waits far less than the read timeout."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upstream.read_request(reader)
+        body = b"x" * 100
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        for byte in body:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.close()
+
+    return handle
+
+
+async def test_an_answer_trickling_in_is_cut_at_the_total_timeout() -> None:
+    """``sock_read`` restarts with every chunk; the whole call is bounded all the same (read +
+    connect + pool timeouts), and what was sent is outcome unknown."""
+    async with serving(trickles_an_answer) as (url, upstream), client(url, read_s=0.5) as http:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(OutcomeUnknown):
+            await send(http, "runapi", "POST", "/v1/create", json={"prompt": "a cat"})
+        assert asyncio.get_running_loop().time() - started < 4.0
+    assert len(upstream.requests) == 1
+
+
 async def test_closed_transport_opens_a_new_session_on_next_use() -> None:
     async with serving(answers_json) as (url, upstream):
         transport = AiohttpTransport()
