@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from benchmarks.processes import ProcessStack, start_redis
 from benchmarks.workload import IMAGE, PROMPT
 from gateway.schemas import Attempt
-from gateway.store import TaskRecord, TaskStore, connect
+from gateway.store import Keys, TaskRecord, TaskStore, connect
 from providers.base import TaskStatus, VideoJob
 
 RecordKind = Literal["rendering", "final"]
@@ -88,7 +88,7 @@ async def _fill(url: str, count: int, kind: RecordKind) -> MemoryResult:
             sample = batch[0]
         write_s = time.monotonic() - started
         after = await _used_memory(redis)
-        usage = await redis.memory_usage(TaskStore.task_key(sample.id)) or 0
+        usage = await redis.memory_usage(Keys.task(sample.id)) or 0
     finally:
         await redis.aclose()
     return MemoryResult(

@@ -9,7 +9,7 @@ background :class:`Poller` and upstream callbacks all go through it, so the rule
   webhook in the same step, so two pollers never fire two webhooks;
 - a generation that failed for a reason other than content is resubmitted to the next eligible
   provider under the same public id (``status.resubmit_failed`` times; failed generations are
-  not billed);
+  not billed), by the background poller only, after marking the task ``resubmitting``;
 - a task still not final after ``status.deadline_s`` fails with ``error.code`` ``timeout``.
 
 The :class:`Poller` keeps every non-final task on a Redis schedule (a sorted set by due time).

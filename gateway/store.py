@@ -320,14 +320,6 @@ class TaskStore:
     def _translated(self) -> AbstractAsyncContextManager[None]:
         return translated(self._metrics, "tasks")
 
-    @property
-    def ttl_s(self) -> int:
-        return self._ttl_s
-
-    @staticmethod
-    def task_key(task_id: str) -> str:
-        return Keys.task(task_id)
-
     async def ping(self) -> None:
         async with translated():
             await self._redis.ping()

@@ -45,7 +45,6 @@ class ProviderError(Exception):
 
     outcome: ClassVar[str] = "upstream_error"
     failover: ClassVar[bool] = False
-    taken: ClassVar[bool | None] = None  # None: unknown
 
     def __init__(
         self,
@@ -67,7 +66,6 @@ class ProviderError(Exception):
 class NotTaken(ProviderError):
     """The upstream did not create a task: trying elsewhere cannot bill twice."""
 
-    taken = False
     failover = True
 
 
@@ -111,4 +109,3 @@ class OutcomeUnknown(ProviderError):
 
     outcome = "outcome_unknown"
     failover = False
-    taken = None

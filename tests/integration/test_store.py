@@ -32,7 +32,7 @@ async def test_created_task_expires_after_the_configured_ttl(redis: Redis) -> No
     store = TaskStore(redis, ttl_s=3600)
     record = new_record()
     await store.create(record, check_at=0)
-    ttl = await redis.ttl(TaskStore.task_key(record.id))
+    ttl = await redis.ttl(Keys.task(record.id))
     assert 3590 <= ttl <= 3600
 
 
@@ -40,10 +40,10 @@ async def test_save_keeps_the_ttl_set_at_creation(redis: Redis) -> None:
     store = TaskStore(redis, ttl_s=3600)
     record = new_record()
     await store.create(record, check_at=0)
-    await redis.expire(TaskStore.task_key(record.id), 100)
+    await redis.expire(Keys.task(record.id), 100)
     record.attempts = [Attempt(provider="runapi", outcome="accepted", latency_ms=5)]
     await store.save(record)
-    assert 0 < await redis.ttl(TaskStore.task_key(record.id)) <= 100
+    assert 0 < await redis.ttl(Keys.task(record.id)) <= 100
     saved = await store.get(record.id)
     assert saved is not None
     assert saved.attempts == record.attempts

@@ -14,6 +14,7 @@ from providers.base import Duration, Provider, ProviderSettings, Resolution, Tas
 from providers.errors import (
     AccountError,
     ContentRejected,
+    NotTaken,
     OutcomeUnknown,
     ProviderError,
     RequestRejected,
@@ -304,7 +305,7 @@ async def test_create_error_envelopes_map_to_the_error_tree(
 
     assert type(caught.value) is expected
     assert caught.value.failover is failover
-    assert caught.value.taken is False
+    assert isinstance(caught.value, NotTaken)
     if isinstance(body, dict):
         assert caught.value.message == body["message"]
 

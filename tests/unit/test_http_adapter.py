@@ -12,6 +12,7 @@ import respx
 
 from providers.base import Provider
 from providers.errors import (
+    NotTaken,
     OutcomeUnknown,
     ProviderError,
     RateLimited,
@@ -157,7 +158,6 @@ async def test_create_2xx_without_a_readable_task_id_is_outcome_unknown(
     with pytest.raises(OutcomeUnknown) as caught:
         await provider.create(job())
 
-    assert caught.value.taken is None
     assert caught.value.failover is False
 
 
@@ -184,7 +184,7 @@ async def test_create_transport_failures_tell_whether_the_request_went_out(
 
     assert type(caught.value) is expected
     assert caught.value.failover is (expected is Unreachable)
-    assert caught.value.taken is (False if expected is Unreachable else None)
+    assert isinstance(caught.value, NotTaken) is (expected is Unreachable)
 
 
 # --- secrets and lifecycle -------------------------------------------------------------------

@@ -12,6 +12,7 @@ from providers.base import ProviderSettings
 from providers.errors import (
     AccountError,
     ContentRejected,
+    NotTaken,
     OutcomeUnknown,
     ProviderError,
     RateLimited,
@@ -213,7 +214,7 @@ async def test_send_tells_unsent_requests_from_unanswered_ones(
 
     assert type(caught.value) is expected
     assert caught.value.__cause__ is exc
-    assert caught.value.taken is (False if expected is Unreachable else None)
+    assert isinstance(caught.value, NotTaken) is (expected is Unreachable)
 
 
 async def test_send_maps_an_undecodable_body_to_outcome_unknown() -> None:

@@ -13,6 +13,7 @@ from providers.base import Duration, Provider, ProviderSettings, Resolution, Tas
 from providers.errors import (
     AccountError,
     ContentRejected,
+    NotTaken,
     OutcomeUnknown,
     ProviderError,
     RequestRejected,
@@ -303,7 +304,7 @@ async def test_create_error_answers_map_to_the_error_tree(
 
     assert type(caught.value) is expected
     assert caught.value.failover is failover
-    assert caught.value.taken is False
+    assert isinstance(caught.value, NotTaken)
     assert caught.value.http_status == http_status
 
 
