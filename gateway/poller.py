@@ -51,11 +51,12 @@ IN_FLIGHT = 64
 
 
 def callback_urls(public_url: str | None, token: str | None) -> Callable[[str], str] | None:
-    """``{public_url}/v1/callbacks/{provider}/{token}`` for each provider, when public."""
+    """``{public_url}/callbacks/{provider}/{token}`` for each provider, when public (the
+    older ``/v1/callbacks/…`` still answers, for tasks created before the move)."""
     if public_url is None or token is None:
         return None
     base = public_url.rstrip("/")
-    return lambda provider: f"{base}/v1/callbacks/{provider}/{token}"
+    return lambda provider: f"{base}/callbacks/{provider}/{token}"
 
 
 def next_poll_delay(age_s: float, settings: StatusSettings) -> float:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,10 @@ class Knobs(BaseModel):
     complete_after_s: float = Field(default=3.0, ge=0, description="Final this long after create.")
     task_outcome: Outcome = "completed"
     status_fault: StatusFault = "none"
+    business_code: int | None = Field(
+        default=None,
+        description="MiniMax only: answer every create HTTP 200 with this base_resp.status_code.",
+    )
 
 
 class Counters(BaseModel):
@@ -71,6 +75,12 @@ class Counters(BaseModel):
     create_calls: int = 0
     accepted_creates: int = 0
     status_calls: int = 0
+    file_calls: int = 0
+    """MiniMax's ``files/retrieve``."""
+    challenges_sent: int = 0
+    challenges_echoed: int = 0
+    """Callback handshakes (MiniMax) answered with the challenge within 3 s."""
+    callbacks_sent: int = 0
 
 
 class Stats(BaseModel):
@@ -154,10 +164,18 @@ class SandboxState:
         self.counters = Counters()
         self.tasks: dict[str, SimTask] = {}
         self.stopping = asyncio.Event()
+        self.background: set[asyncio.Task[None]] = set()
+        """Requests the reseller makes on its own (MiniMax's callbacks), until they end."""
         self._clock = clock or time.monotonic
 
     def now(self) -> float:
         return self._clock()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, held until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def reset(self) -> None:
         self.knobs = self.initial_knobs

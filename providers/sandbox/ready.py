@@ -1,6 +1,6 @@
 """The one line ``python -m providers.sandbox`` prints on stdout once both servers listen::
 
-    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port>
+    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port> minimax=…
 
 Written by :class:`~providers.sandbox.server.Sandbox`, read by whoever started the process (the
 tests, the benchmarks, the dashboard renderer) with :func:`parse_ready_line`.
@@ -11,15 +11,23 @@ from __future__ import annotations
 PREFIX = "SANDBOX READY "
 
 
-def format_line(runapi_url: str, apiinone_url: str) -> str:
-    return f"{PREFIX}runapi={runapi_url} apiinone={apiinone_url}"
+def format_line(runapi_url: str, apiinone_url: str, **more: str) -> str:
+    """``more``: the other simulated resellers' URLs by kind (``minimax=…``)."""
+    extra = "".join(f" {kind}={url}" for kind, url in more.items())
+    return f"{PREFIX}runapi={runapi_url} apiinone={apiinone_url}{extra}"
 
 
-def parse_ready_line(line: str) -> tuple[str, str] | None:
-    """``(runapi URL, apiinone URL)``, or None when ``line`` is not the READY line."""
+def parse_ready_urls(line: str) -> dict[str, str] | None:
+    """Every announced URL by kind, or None when ``line`` is not the READY line."""
     if not line.startswith(PREFIX):
         return None
     urls = dict(part.split("=", 1) for part in line[len(PREFIX) :].split() if "=" in part)
     if "runapi" not in urls or "apiinone" not in urls:
         return None
-    return urls["runapi"], urls["apiinone"]
+    return urls
+
+
+def parse_ready_line(line: str) -> tuple[str, str] | None:
+    """``(runapi URL, apiinone URL)``, or None when ``line`` is not the READY line."""
+    urls = parse_ready_urls(line)
+    return None if urls is None else (urls["runapi"], urls["apiinone"])

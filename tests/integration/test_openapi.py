@@ -48,9 +48,10 @@ async def test_openapi_documents_every_status_each_route_answers(harness: Harnes
     assert answers(document, "/v1/providers", "get") == {
         "200": JSON, "401": PROBLEM, "429": PROBLEM, "503": PROBLEM,
     }  # fmt: skip
-    assert answers(document, "/v1/callbacks/{provider}/{token}", "post") == {
-        "204": None, "400": PROBLEM, "404": PROBLEM, "503": PROBLEM,
-    }  # fmt: skip
+    for callbacks in ("/callbacks/{provider}/{token}", "/v1/callbacks/{provider}/{token}"):
+        assert answers(document, callbacks, "post") == {
+            "200": JSON, "204": None, "400": PROBLEM, "404": PROBLEM, "503": PROBLEM,
+        }  # fmt: skip
     assert answers(document, "/healthz", "get") == {"200": JSON}
     assert answers(document, "/readyz", "get") == {"200": JSON, "503": JSON}
 

@@ -28,8 +28,8 @@ def test_shipped_config_loads_with_the_documented_defaults() -> None:
     assert settings.routing.strategy == "cheapest"
     assert settings.routing.circuit.failures_to_open == 5
     assert settings.status.poll_interval_s == 2
-    assert settings.providers["runapi"].price("standard", "10s_768P") == 0.50
-    assert settings.providers["apiinone"].price("pro", "6s_1080P") == 0.85
+    assert settings.providers["runapi"].price("hailuo-2.3", "standard", "10s_768P") == 0.50
+    assert settings.providers["apiinone"].price("hailuo-2.3", "pro", "6s_1080P") == 0.85
 
 
 def test_env_overrides_a_nested_value_and_keeps_the_rest_of_the_file() -> None:
