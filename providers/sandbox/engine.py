@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 CreateFault = Literal[
@@ -164,6 +165,9 @@ class SandboxState:
         self.counters = Counters()
         self.tasks: dict[str, SimTask] = {}
         self.stopping = asyncio.Event()
+        self.outbound: httpx.AsyncBaseTransport | None = None
+        """How the reseller's own requests (callbacks) travel; None: real sockets. In-process
+        tests point it at the gateway's ASGI app."""
         self.background: set[asyncio.Task[None]] = set()
         """Requests the reseller makes on its own (MiniMax's callbacks), until they end."""
         self._clock = clock or time.monotonic

@@ -242,7 +242,7 @@ async def _challenge(sandbox: SandboxState, url: str) -> bool:
     challenge = secrets.token_urlsafe(16)
     sandbox.counters.challenges_sent += 1
     try:
-        async with httpx.AsyncClient(timeout=CHALLENGE_TIMEOUT_S) as client:
+        async with _client(sandbox) as client:
             answer = await client.post(url, json={"challenge": challenge})
         echoed = answer.status_code == 200 and answer.json().get("challenge") == challenge
     except (httpx.HTTPError, ValueError, AttributeError):
@@ -262,10 +262,14 @@ async def _report_when_done(sandbox: SandboxState, task: SimTask, url: str) -> N
         return
     sandbox.counters.callbacks_sent += 1
     try:
-        async with httpx.AsyncClient(timeout=CHALLENGE_TIMEOUT_S) as client:
+        async with _client(sandbox) as client:
             await client.post(url, json=_task_body(task, sandbox.now()))
     except httpx.HTTPError:
         return  # a hint only: MiniMax does not retry it either
+
+
+def _client(sandbox: SandboxState) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=CHALLENGE_TIMEOUT_S, transport=sandbox.outbound)
 
 
 def _edge_answer(fault: str) -> Response[Any]:

@@ -168,7 +168,10 @@ async def test_an_ambiguous_submit_is_counted_for_its_provider(
     }
     app = create_app(settings, resolve_secrets(settings, ENV), transports=transports)
     async with AsyncTestClient(app) as client:
-        h = Harness(client, SandboxState("runapi", "unused", FAST), sandbox, settings)
+        h = Harness(
+            client, SandboxState("runapi", "unused", FAST), sandbox, settings,
+            SandboxState("minimax", "unused", FAST),
+        )  # fmt: skip
         response = await h.create({"prompt": "a quiet harbour", "image": IMAGE})
         assert response.json()["code"] == "upstream_outcome_unknown"
         s = await h.scrape()
