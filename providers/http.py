@@ -46,17 +46,23 @@ class UpstreamClient:
     would add a cookie jar, redirect and auth flows and URL merging that the adapters do not use
     and that cost about a sixth of a create's CPU in the benchmark (the cookie jar alone parsed
     every answer). Requests go through :class:`~providers.transport.AiohttpTransport` unless
-    ``transport`` is given (the unit tests give httpx's own, which respx mocks).
+    ``transport`` is given (the unit tests give httpx's own, which respx mocks). The key goes in
+    ``Authorization: <auth_scheme> <key>`` on every request, and every request goes to the base
+    URL: the client cannot send the key anywhere else.
     """
 
     def __init__(
-        self, settings: ProviderSettings, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: ProviderSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        auth_scheme: str = "Bearer",
     ) -> None:
         self._base_url = settings.base_url.rstrip("/")
         self._headers = {
             "Accept": "*/*",
             "Accept-Encoding": "gzip, deflate",
-            "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
+            "Authorization": f"{auth_scheme} {settings.api_key.get_secret_value()}",
             "User-Agent": USER_AGENT,
         }
         timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s, pool=5.0)
@@ -216,12 +222,14 @@ class HTTPAdapter(ABC):
     models: ClassVar[tuple[str, ...]]
     text_to_video: ClassVar[bool]
     data_uri_images: ClassVar[bool]
+    auth_scheme: ClassVar[str] = "Bearer"
+    """The word before the key in ``Authorization`` (fal's is ``Key``)."""
 
     def __init__(
         self, settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._settings = settings
-        self._client = UpstreamClient(settings, transport)
+        self._client = UpstreamClient(settings, transport, auth_scheme=self.auth_scheme)
 
     @property
     def name(self) -> str:
