@@ -12,9 +12,7 @@ import pytest
 import respx
 
 from providers.base import Provider
-from providers.errors import (
-    OutcomeUnknown,
-)
+from providers.errors import OutcomeUnknown
 from tests.unit.adapter_helpers import (
     APIINONE,
     RUNAPI,
