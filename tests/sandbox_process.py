@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from providers.sandbox.ready import ready_urls
+from providers.sandbox.ready import parse_ready_urls
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNAPI_KEY = "test-runapi-key"
@@ -54,7 +54,7 @@ def start_sandbox(*extra: str) -> Running:
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], 15)
     line = process.stdout.readline() if ready else ""
-    urls = ready_urls(line)
+    urls = parse_ready_urls(line)
     if urls is None or "fal" not in urls:
         process.kill()
         process.wait()

@@ -4,7 +4,7 @@
 
 Written by :class:`~providers.sandbox.server.Sandbox`, read by whoever started the process (the
 tests, the benchmarks, the dashboard renderer) with :func:`parse_ready_line` (RunAPI's and API
-in One's URLs) or :func:`ready_urls` (every reseller's, by kind).
+in One's URLs) or :func:`parse_ready_urls` (every reseller's, by kind).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def format_line(runapi_url: str, apiinone_url: str, **more: str) -> str:
     return f"{PREFIX}runapi={runapi_url} apiinone={apiinone_url}{extra}"
 
 
-def ready_urls(line: str) -> dict[str, str] | None:
+def parse_ready_urls(line: str) -> dict[str, str] | None:
     """Every simulated reseller's URL by kind, or None when ``line`` is not the READY line."""
     if not line.startswith(PREFIX):
         return None
@@ -30,5 +30,5 @@ def ready_urls(line: str) -> dict[str, str] | None:
 
 def parse_ready_line(line: str) -> tuple[str, str] | None:
     """``(runapi URL, apiinone URL)``, or None when ``line`` is not the READY line."""
-    urls = ready_urls(line)
+    urls = parse_ready_urls(line)
     return None if urls is None else (urls["runapi"], urls["apiinone"])
