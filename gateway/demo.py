@@ -32,11 +32,7 @@ IMAGE_BODY = (
 
 
 def _demo_settings(settings: Settings, sandbox: Sandbox, host: str, port: int) -> Settings:
-    urls = {
-        "runapi": sandbox.runapi.url,
-        "apiinone": sandbox.apiinone.url,
-        "minimax": sandbox.minimax.url,
-    }
+    urls = {kind: server.url for kind, server in sandbox.servers.items()}
     providers = {
         name: cfg.model_copy(update={"base_url": urls[cfg.kind], "enabled": True})
         for name, cfg in settings.providers.items()
@@ -58,6 +54,7 @@ def _demo_environ(
         "runapi": sandbox.config.runapi_key,
         "apiinone": sandbox.config.apiinone_key,
         "minimax": sandbox.config.minimax_key,
+        "fal": sandbox.config.fal_key,
     }
     for cfg in settings.providers.values():
         env[cfg.api_key_env] = keys[cfg.kind]

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNAPI_KEY = "test-runapi-key"
 APIINONE_KEY = "test-apiinone-key"
 MINIMAX_KEY = "test-minimax-key"
+FAL_KEY = "test-fal-key"
 IMAGE = "https://example.com/first-frame.png"
 RUNAPI_CREATE = "/api/v1/hailuo/image_to_video"
 AIO_CREATE = "/api/v1/videos/generations"
@@ -34,6 +35,7 @@ class Running:
     runapi_url: str
     apiinone_url: str
     minimax_url: str
+    fal_url: str
 
 
 def start_sandbox(*extra: str) -> Running:
@@ -45,9 +47,11 @@ def start_sandbox(*extra: str) -> Running:
         "--runapi-port=0",
         "--apiinone-port=0",
         "--minimax-port=0",
+        "--fal-port=0",
         f"--runapi-key={RUNAPI_KEY}",
         f"--apiinone-key={APIINONE_KEY}",
         f"--minimax-key={MINIMAX_KEY}",
+        f"--fal-key={FAL_KEY}",
         *extra,
     ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -55,12 +59,12 @@ def start_sandbox(*extra: str) -> Running:
     ready, _, _ = select.select([process.stdout], [], [], 15)
     line = process.stdout.readline() if ready else ""
     urls = parse_ready_urls(line)
-    if urls is None or "minimax" not in urls:
+    if urls is None or "minimax" not in urls or "fal" not in urls:
         process.kill()
         process.wait()
         process.stdout.close()
         raise RuntimeError(f"no READY line from the sandbox, got {line!r}")
-    return Running(process, urls["runapi"], urls["apiinone"], urls["minimax"])
+    return Running(process, urls["runapi"], urls["apiinone"], urls["minimax"], urls["fal"])
 
 
 def stop_sandbox(running: Running) -> int:

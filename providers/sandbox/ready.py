@@ -1,9 +1,10 @@
-"""The one line ``python -m providers.sandbox`` prints on stdout once both servers listen::
+"""The one line ``python -m providers.sandbox`` prints on stdout once its servers listen::
 
-    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port> minimax=…
+    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port> minimax=… fal=…
 
 Written by :class:`~providers.sandbox.server.Sandbox`, read by whoever started the process (the
-tests, the benchmarks, the dashboard renderer) with :func:`parse_ready_line`.
+tests, the benchmarks, the dashboard renderer) with :func:`parse_ready_line` (RunAPI's and API
+in One's URLs) or :func:`parse_ready_urls` (every reseller's, by kind).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ PREFIX = "SANDBOX READY "
 
 
 def format_line(runapi_url: str, apiinone_url: str, **more: str) -> str:
-    """``more``: the other simulated resellers' URLs by kind (``minimax=…``)."""
+    """The READY line; ``more`` adds ``kind=url`` pairs for the other simulated resellers."""
     extra = "".join(f" {kind}={url}" for kind, url in more.items())
     return f"{PREFIX}runapi={runapi_url} apiinone={apiinone_url}{extra}"
 
 
 def parse_ready_urls(line: str) -> dict[str, str] | None:
-    """Every announced URL by kind, or None when ``line`` is not the READY line."""
+    """Every simulated reseller's URL by kind, or None when ``line`` is not the READY line."""
     if not line.startswith(PREFIX):
         return None
     urls = dict(part.split("=", 1) for part in line[len(PREFIX) :].split() if "=" in part)

@@ -21,6 +21,7 @@ import yaml
 
 from tests.sandbox_process import (
     APIINONE_KEY,
+    FAL_KEY,
     MINIMAX_KEY,
     RUNAPI_KEY,
     Running,
@@ -37,9 +38,10 @@ ENV = {
     "RUNAPI_API_KEY": RUNAPI_KEY,
     "APIINONE_API_KEY": APIINONE_KEY,
     "MINIMAX_API_KEY": MINIMAX_KEY,
+    "FAL_KEY": FAL_KEY,
     "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET,
 }
-SECRETS = (CLIENT_KEY, OTHER_KEY, RUNAPI_KEY, APIINONE_KEY, MINIMAX_KEY, WEBHOOK_SECRET)
+SECRETS = (CLIENT_KEY, OTHER_KEY, RUNAPI_KEY, APIINONE_KEY, MINIMAX_KEY, FAL_KEY, WEBHOOK_SECRET)
 
 
 def free_port() -> int:
@@ -70,12 +72,26 @@ class Sandbox:
     def minimax(self) -> str:
         return self.running.minimax_url
 
+    @property
+    def fal(self) -> str:
+        return self.running.fal_url
+
     def url(self, which: str) -> str:
-        return {"runapi": self.runapi, "apiinone": self.apiinone, "minimax": self.minimax}[which]
+        return {
+            "runapi": self.runapi,
+            "apiinone": self.apiinone,
+            "minimax": self.minimax,
+            "fal": self.fal,
+        }[which]
 
     def stats(self, which: str) -> dict[str, Any]:
         counters: dict[str, Any] = httpx.get(f"{self.url(which)}/_sandbox/stats").json()["counters"]
         return counters
+
+    def authorizations(self, which: str) -> list[str]:
+        """Every distinct Authorization header the reseller's API received since the reset."""
+        seen: list[str] = httpx.get(f"{self.url(which)}/_sandbox/stats").json()["authorizations"]
+        return seen
 
     def tasks(self, which: str) -> list[str]:
         """Every task id the reseller accepted (and would bill) since the last reset."""
@@ -86,7 +102,7 @@ class Sandbox:
         httpx.put(f"{self.url(which)}/_sandbox/knobs", json=knobs).raise_for_status()
 
     def reset(self) -> None:
-        for url in (self.runapi, self.apiinone, self.minimax):
+        for url in (self.runapi, self.apiinone, self.minimax, self.fal):
             httpx.post(f"{url}/_sandbox/reset").raise_for_status()
 
 

@@ -12,6 +12,7 @@ ENV = {
     "RUNAPI_API_KEY": "runapi-test-key",
     "APIINONE_API_KEY": "apiinone-test-key",
     "MINIMAX_API_KEY": "minimax-test-key",
+    "FAL_KEY": "fal-test-key",
 }
 
 
@@ -41,7 +42,7 @@ def test_env_overrides_a_nested_value_and_keeps_the_rest_of_the_file() -> None:
     assert settings.redis.url == "redis://127.0.0.1:6390/0"
     assert settings.routing.max_attempts == 2
     assert settings.routing.strategy == "cheapest"
-    assert set(settings.providers) == {"runapi", "apiinone", "minimax"}
+    assert set(settings.providers) == {"runapi", "apiinone", "minimax", "fal"}
 
 
 def test_env_override_reaches_into_a_provider() -> None:
@@ -129,7 +130,7 @@ def test_missing_secret_fails_naming_key_and_variable() -> None:
 def test_disabled_provider_needs_no_key() -> None:
     settings = load_settings(REPO_CONFIG, {"GATEWAY_PROVIDERS__APIINONE__ENABLED": "false"})
     env = {k: v for k, v in ENV.items() if k != "APIINONE_API_KEY"}
-    assert set(resolve_secrets(settings, env).provider_keys) == {"runapi", "minimax"}
+    assert set(resolve_secrets(settings, env).provider_keys) == {"runapi", "minimax", "fal"}
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -200,6 +201,8 @@ def test_models_limits_what_a_minimax_account_is_sent(tmp_path: Path) -> None:
     assert load_settings(path, {}).providers["p"].served_models == ("hailuo-2.3-fast",)
 
 
-def test_the_fal_kind_validates_before_its_adapter_lands(tmp_path: Path) -> None:
-    path = provider(tmp_path, "fal", "    prices_usd: {standard: {6s_768P: 0.28}}\n")
-    assert load_settings(path, {}).providers["p"].kind == "fal"
+def test_shipped_fal_prices_both_models_for_standard_only() -> None:
+    cfg = load_settings(REPO_CONFIG, {}).providers["fal"]
+    assert cfg.served_models == ("hailuo-2.3", "hailuo-2.3-fast")
+    assert cfg.price("hailuo-2.3-fast", "standard", "10s_768P") == 0.32
+    assert cfg.price("hailuo-2.3", "pro", "6s_1080P") is None

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from providers.apiinone import APIInOneProvider
 from providers.base import Provider, ProviderSettings
 from providers.capabilities import KINDS
+from providers.fal import FalProvider
 from providers.minimax import MiniMaxProvider
 from providers.registry import PROVIDER_KINDS, build_provider
 from providers.runapi import RunAPIProvider
@@ -22,7 +23,12 @@ def settings() -> ProviderSettings:
 
 @pytest.mark.parametrize(
     ("kind", "cls"),
-    [("runapi", RunAPIProvider), ("apiinone", APIInOneProvider), ("minimax", MiniMaxProvider)],
+    [
+        ("runapi", RunAPIProvider),
+        ("apiinone", APIInOneProvider),
+        ("minimax", MiniMaxProvider),
+        ("fal", FalProvider),
+    ],
 )
 async def test_build_provider_returns_the_adapter_registered_for_its_kind(
     kind: str, cls: type[Provider]
@@ -40,14 +46,12 @@ def test_every_registered_class_declares_its_own_kind() -> None:
         "runapi": "runapi",
         "apiinone": "apiinone",
         "minimax": "minimax",
+        "fal": "fal",
     }
 
 
 def test_every_adapter_class_offers_what_its_kind_declares() -> None:
-    # "fal" is a known kind whose adapter lands separately (issue 13); until then a config
-    # naming it validates and the app refuses to build it.
-    assert set(KINDS) - set(PROVIDER_KINDS) <= {"fal"}
-    assert set(PROVIDER_KINDS) <= set(KINDS)
+    assert set(PROVIDER_KINDS) == set(KINDS)
     for kind, cls in PROVIDER_KINDS.items():
         declared = KINDS[kind]
         assert (cls.kind, cls.models, cls.text_to_video, cls.data_uri_images) == (
@@ -66,5 +70,5 @@ def test_reading_the_config_does_not_import_the_adapters_http_stack() -> None:
 
 
 def test_build_provider_rejects_an_unknown_kind_naming_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"'kling'.*apiinone, minimax, runapi"):
-        build_provider("kling", settings())
+    with pytest.raises(ValueError, match=r"'replicate'.*apiinone, fal, minimax, runapi"):
+        build_provider("replicate", settings())
