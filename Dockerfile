@@ -10,12 +10,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 RUN useradd --create-home --uid 10001 gateway
 
-# Dependencies first, so a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-COPY gateway/__init__.py gateway/__init__.py
-COPY providers/__init__.py providers/__init__.py
-RUN pip install . && pip uninstall --yes hailuo-gateway
+# Dependencies first, exactly as locked (requirements/runtime.lock, `make lock`), so a code
+# change does not reinstall them and the same commit always builds the same image.
+COPY requirements/runtime.lock requirements/runtime.lock
+RUN pip install --requirement requirements/runtime.lock
 
+COPY pyproject.toml README.md ./
 COPY gateway gateway
 COPY providers providers
 COPY config.yaml ./
