@@ -179,7 +179,7 @@ class Metrics:
             ["client"], registry=r,
         )  # fmt: skip
         self._budget_refusals = Counter(
-            "gateway_budget_refusals", "Creates refused because the client's budget could not "
+            "gateway_budget_refusals", "Creates refused: the client's budget could not "
             "cover the price", ["client"], registry=r,
         )  # fmt: skip
         self._balance = Gauge(

@@ -76,6 +76,7 @@ class Counters(BaseModel):
     create_calls: int = 0
     accepted_creates: int = 0
     status_calls: int = 0
+    balance_calls: int = 0
 
 
 class Stats(BaseModel):

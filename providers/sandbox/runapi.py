@@ -173,6 +173,7 @@ def balance(
     request: Request[Any, Any, Any], sandbox: NamedDependency[SandboxState]
 ) -> Response[Any]:
     """``GET /api/v1/me/balance`` (free). An unlimited sandbox account reports a large balance."""
+    sandbox.counters.balance_calls += 1
     if not bearer_matches(request, sandbox.api_key):
         return _error(401, "unauthorized", "Invalid API key")
     cents = UNLIMITED_CENTS if sandbox.balance_cents is None else sandbox.balance_cents

@@ -133,9 +133,14 @@ async def test_scripted_traffic_counts_tasks_spend_outcomes_and_status_calls_exa
         ("runapi", "standard", "768P"): 1,
         ("apiinone", "standard", "768P"): 1,
     }
+    # Spend means billed: only the completed task counts (resellers bill successful ones).
     spend = {p: s.value("gateway_spend_usd_total", provider=p) for p in PROVIDERS}
-    assert spend == pytest.approx({"runapi": 0.30, "apiinone": 0.32})
-    assert sum(spend.values()) == pytest.approx(sum(t["price_usd"] for t in script.tasks))
+    assert spend == pytest.approx({"runapi": 0.30, "apiinone": 0.0})
+    completed = [t for t in script.tasks if t["status"] == "completed"]
+    assert sum(spend.values()) == pytest.approx(sum(t["price_usd"] for t in completed))
+    assert s.value("gateway_client_spend_usd_total", client="demo") == pytest.approx(0.30)
+    assert s.value("gateway_client_spend_usd_total", client="other") == 0
+    assert s.nonzero("gateway_spend_at_risk_usd_total", "provider") == {}
     assert s.nonzero("gateway_tasks_finished_total", "provider", "status") == {
         ("runapi", "completed"): 1,
         ("apiinone", "failed"): 1,
@@ -173,6 +178,8 @@ async def test_an_ambiguous_submit_is_counted_for_its_provider(
         assert response.json()["code"] == "upstream_outcome_unknown"
         s = await h.scrape()
     assert s.nonzero("gateway_ambiguous_submits_total", "provider") == {("runapi",): 1}
+    assert s.nonzero("gateway_spend_at_risk_usd_total", "provider") == {("runapi",): 0.30}
+    assert s.nonzero("gateway_spend_usd_total", "provider") == {}
     assert s.nonzero("gateway_upstream_calls_total", "provider", "operation", "outcome") == {
         ("runapi", "create", "outcome_unknown"): 1
     }
@@ -213,6 +220,7 @@ def allowed_label_values(h: Harness) -> dict[str, set[str]]:
         "tier": {*TIERS, OTHER},
         "resolution": {*RESOLUTIONS, OTHER},
         "version": {__version__},
+        "client": {*(k.name for k in h.settings.auth.keys), OTHER},
     }
 
 
