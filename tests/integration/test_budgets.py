@@ -303,7 +303,7 @@ async def test_counters_expire_after_their_period(redis: Redis) -> None:
     task = record()
     await budgets.reserve(task, 0.30, 0.30)
     day, month = period_of("day", task.created_at), period_of("month", task.created_at)
-    names = [k.decode() for k in await redis.keys("gw:{c:demo}:*")]
+    names = [k.decode() if isinstance(k, bytes) else k for k in await redis.keys("gw:{c:demo}:*")]
     now = time.time()
     expiries = {name.rsplit(":", 1)[-1]: now + await redis.ttl(name) for name in names}
     assert expiries[day.id] == pytest.approx(day.end + 2 * 86400, abs=2)
