@@ -28,7 +28,7 @@ from gateway.api import (
     scrape_metrics,
     upstream_callback,
 )
-from gateway.auth import ClientKeys
+from gateway.auth import Authorizer, ClientKeys
 from gateway.balance import Balances, Watched
 from gateway.budgets import BudgetLookup, Budgets
 from gateway.catalogue import ProviderCatalogue
@@ -62,7 +62,7 @@ class Resources:
     readiness: Readiness
     catalogue: ProviderCatalogue
     health: Health
-    rate_limiter: RateLimiter
+    authorizer: Authorizer
     routes: list[Route]
     loops: list[Poller | WebhookSender | Balances]
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -111,6 +111,7 @@ def build_resources(
         listen_port=settings.server.port,
         public_url=settings.server.public_url,
         webhooks_enabled=webhook_secret is not None,
+        webhooks=settings.webhooks,
         create_timeout_s=create_timeout_s,
         first_poll_s=settings.status.poll_interval_s,
     )
@@ -135,7 +136,12 @@ def build_resources(
         readiness=Readiness(store.ping, health, names, metrics=metrics),
         catalogue=ProviderCatalogue(settings, health, balances),
         health=health,
-        rate_limiter=RateLimiter(redis, {k.name: k.rate_per_minute for k in settings.auth.keys}),
+        authorizer=Authorizer(
+            ClientKeys(secrets.client_keys),
+            RateLimiter(
+                redis, {k.name: k.rate_per_minute for k in settings.auth.keys}, metrics=metrics
+            ),
+        ),
         routes=routes,
         loops=loops,
     )
@@ -270,7 +276,6 @@ def create_app(
             scrape_metrics,
         ],
         lifespan=[lifespan],
-        state=State({"client_keys": ClientKeys(secrets.client_keys)}),
         dependencies={
             "service": Provide(service, sync_to_thread=False),
             "readiness": Provide(readiness, sync_to_thread=False),
@@ -287,7 +292,6 @@ def create_app(
     )
     describe_deployment(app.openapi_schema, settings, webhooks=secrets.webhook_secret is not None)
     metrics.routes(_route_methods(app))
-    client_keys: ClientKeys = app.state.client_keys
 
     def running() -> Resources | None:
         resources: Resources | None = app.state.get("resources")
@@ -296,7 +300,5 @@ def create_app(
     # Around the whole handler, not in the middleware stack: Litestar runs app middleware only
     # for matched routes, and 404s/405s must be counted and logged too. The shortcut sits
     # inside the observer, so its answers are counted and logged like the app's.
-    app.asgi_handler = RequestObserver(
-        FinalTaskShortcut(app.asgi_handler, client_keys, running), metrics
-    )
+    app.asgi_handler = RequestObserver(FinalTaskShortcut(app.asgi_handler, running), metrics)
     return app

@@ -125,6 +125,9 @@ class WebhookSettings(_Section):
         default_factory=lambda: [5.0, 20.0, 60.0, 180.0, 600.0, 1200.0, 1800.0], min_length=1
     )
     """Waits before the 2nd, 3rd, … try (the last repeats): 8 tries over about 64 minutes."""
+    allow_hosts: list[str] = Field(default_factory=list)
+    """Host names a ``webhook_url`` may name although they resolve to a loopback, private or
+    otherwise internal address (api.md §3 "Webhooks"); compared case-insensitively."""
 
 
 class IdempotencySettings(_Section):

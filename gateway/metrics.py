@@ -38,8 +38,9 @@ CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 Operation = Literal["create", "status", "balance"]
 RedisOperation = Literal[
-    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "budgets", "balance"
-]
+    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
+    "balance",
+]  # fmt: skip
 """Which part of the gateway met a Redis error."""
 WebhookOutcome = Literal["delivered", "rejected", "unreachable", "abandoned"]
 """One delivery attempt: a 2xx; a non-2xx answer; a timeout or connection error. ``abandoned``:
@@ -59,7 +60,8 @@ RESOLUTIONS: Final = ("768P", "1080P")
 FINAL_STATUSES: Final = ("completed", "failed")
 CIRCUIT_VALUES: Final[Mapping[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 REDIS_OPERATIONS: Final[tuple[RedisOperation, ...]] = (
-    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "budgets", "balance",
+    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
+    "balance",
 )  # fmt: skip
 WEBHOOK_OUTCOMES: Final[tuple[WebhookOutcome, ...]] = (
     "delivered", "rejected", "unreachable", "abandoned",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from gateway.budgets import Budgets
 from gateway.cache import FinalTask, FinalTasks
+from gateway.config import WebhookSettings
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -33,7 +34,7 @@ from gateway.router import Router
 from gateway.schemas import Attempt, CreateVideoRequest, Task, TaskError
 from gateway.store import TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
-from gateway.webhooks import points_at_self
+from gateway.webhooks import refusal
 from providers.base import TaskStatus, VideoJob
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class ServiceOptions:
     listen_port: int
     public_url: str | None
     webhooks_enabled: bool
+    webhooks: WebhookSettings
     create_timeout_s: float
     """An upper bound on one create; the poller checks an unfinished create after it."""
     first_poll_s: float
@@ -108,8 +110,10 @@ class VideoService:
             raise InvalidRequest.field(
                 "webhook_url", "webhooks are not configured on this gateway (webhooks.secret_env)"
             )
-        if await points_at_self(url, self._options.listen_host, self._options.listen_port):
-            raise InvalidRequest.field("webhook_url", "must not point at this gateway")
+        listen = (self._options.listen_host, self._options.listen_port)
+        refused = await refusal(url, self._options.webhooks, listen)
+        if refused is not None:
+            raise InvalidRequest.field("webhook_url", refused)
 
     async def _create(self, record: TaskRecord) -> Task:
         job = record.job

@@ -32,6 +32,7 @@ ENV = {
 WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNpZ25pbmcta2V5LTAwMDA="
 FAST = Knobs(queue_s=0.0, complete_after_s=0.0)
 IMAGE = "https://example.com/first-frame.png"
+WEBHOOK_HOST = "hooks.example"
 
 
 def base_config(redis_url: str) -> dict[str, Any]:
@@ -125,9 +126,12 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
         sandboxes: tuple[SandboxState, SandboxState] | None = None,
         **sections: Any,
     ) -> Harness:
-        """``webhooks``: an ASGI app receiving webhooks (and a signing secret is set);
+        """``webhooks``: an ASGI app receiving webhooks (and a signing secret is set), reached
+        as ``hooks.example`` (a name that resolves nowhere, so it is in webhooks.allow_hosts);
         ``sandboxes``: share the simulated resellers of another harness (a second instance)."""
         data = base_config(redis_url_override or redis_url)
+        if webhooks:
+            data["webhooks"] = {"allow_hosts": [WEBHOOK_HOST]}
         for section, values in sections.items():
             name = section.rstrip("_")  # ``webhooks_=`` names the config section
             data[name] = {**data.get(name, {}), **values}
