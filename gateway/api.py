@@ -217,11 +217,15 @@ async def upstream_callback(
 
 @get("/metrics", include_in_schema=False, media_type=METRICS_CONTENT_TYPE)
 async def scrape_metrics(
-    metrics: NamedDependency[Metrics], health: NamedDependency[Health]
+    metrics: NamedDependency[Metrics],
+    health: NamedDependency[Health],
+    budgets: NamedDependency[Budgets],
 ) -> Response[bytes]:
     """Prometheus text format. No key: operators restrict it at the network level."""
     with contextlib.suppress(StoreUnavailable):
         await health.snapshot()  # circuit gauges as every instance sees them (counted if down)
+    with contextlib.suppress(StoreUnavailable):
+        await budgets.observe()  # each client's budget use, as Redis holds it (counted if down)
     return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 

@@ -30,7 +30,7 @@ from gateway.api import (
 )
 from gateway.auth import Authorizer, ClientKeys
 from gateway.balance import Balances, Watched
-from gateway.budgets import BudgetLookup, Budgets
+from gateway.budgets import Budgets, BudgetTable
 from gateway.catalogue import ProviderCatalogue
 from gateway.config import BudgetSettings, Secrets, Settings
 from gateway.embedded_redis import EmbeddedRedis
@@ -92,7 +92,7 @@ def build_resources(
     store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
     balances = Balances(redis, watched_balances(routes), metrics=metrics)
-    budgets = Budgets(redis, budget_lookup(settings), metrics=metrics)
+    budgets = Budgets(redis, budget_table(settings), metrics=metrics)
     router = Router(routes, settings.routing, health, metrics=metrics, balances=balances)
     create_timeout_s = _longest_create_s(settings)
     webhook_secret = secrets.webhook_secret.get_secret_value() if secrets.webhook_secret else None
@@ -147,13 +147,13 @@ def build_resources(
     )
 
 
-def budget_lookup(settings: Settings) -> BudgetLookup:
-    """A client's budgets, read from ``settings`` at each create (not copied at start-up)."""
+def budget_table(settings: Settings) -> BudgetTable:
+    """Clients' budgets, read from ``settings`` when asked (not copied at start-up)."""
 
-    def lookup(client: str) -> BudgetSettings | None:
-        return next((k.budget_usd for k in settings.auth.keys if k.name == client), None)
+    def table() -> dict[str, BudgetSettings | None]:
+        return {k.name: k.budget_usd for k in settings.auth.keys}
 
-    return lookup
+    return table
 
 
 def watched_balances(routes: list[Route]) -> dict[str, Watched]:

@@ -182,15 +182,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-BudgetLookup = Callable[[str], BudgetSettings | None]
-"""A client's budgets, read from the settings the app holds when asked."""
+BudgetTable = Callable[[], Mapping[str, BudgetSettings | None]]
+"""Every client → its budgets (None: none), read from the settings the app holds when asked."""
 
 
 class Budgets:
     def __init__(
         self,
         redis: Redis,
-        budgets: BudgetLookup,
+        budgets: BudgetTable,
         *,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
@@ -203,7 +203,7 @@ class Budgets:
         self._settle = redis.register_script(_SETTLE)
 
     def budget_usd(self, client: str, kind: PeriodKind) -> float | None:
-        budget = self._budgets(client)
+        budget = self._budgets().get(client)
         if budget is None:
             return None
         return budget.day if kind == "day" else budget.month
@@ -274,6 +274,23 @@ class Budgets:
 
     def now(self) -> float:
         return self._clock()
+
+    async def observe(self) -> None:
+        """Set each client's budget gauges: its budgets, and what the current day and month
+        have spent and reserved (one round trip; called when ``/metrics`` is scraped)."""
+        clients = self._budgets()
+        periods = [period_of(kind, self._clock()) for kind in ("day", "month")]
+        async with translated(self._metrics, "budgets"), self._redis.pipeline(False) as pipe:
+            for client in clients:
+                for period in periods:
+                    pipe.hmget(Keys.usage(client, period.id), ["spent", "reserved"])
+            found = iter(await pipe.execute())
+        for client, budget in clients.items():
+            for period in periods:
+                spent, reserved = next(found)
+                used = int(spent or 0) + int(reserved or 0)
+                limit = getattr(budget, period.kind) if budget else None
+                self._metrics.budget(client, period.kind, to_usd(used), limit)
 
     @staticmethod
     def _keys(record: TaskRecord, day: Period, month: Period) -> list[str]:

@@ -58,6 +58,7 @@ HTTP_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS
 TIERS: Final = ("standard", "pro")
 RESOLUTIONS: Final = ("768P", "1080P")
 FINAL_STATUSES: Final = ("completed", "failed")
+BUDGET_PERIODS: Final = ("day", "month")
 CIRCUIT_VALUES: Final[Mapping[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 REDIS_OPERATIONS: Final[tuple[RedisOperation, ...]] = (
     "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
@@ -184,6 +185,15 @@ class Metrics:
             "gateway_budget_refusals", "Creates refused: the client's budget could not "
             "cover the price", ["client"], registry=r,
         )  # fmt: skip
+        self._budget = Gauge(
+            "gateway_client_budget_usd", "A client's configured budget per UTC period",
+            ["client", "period"], registry=r, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self._budget_used = Gauge(
+            "gateway_client_budget_used_usd", "What a client has spent and reserved in the "
+            "current UTC period (read from Redis at each scrape)", ["client", "period"],
+            registry=r, multiprocess_mode="mostrecent",
+        )  # fmt: skip
         self._balance = Gauge(
             "gateway_provider_balance_usd", "Last known account balance (less the prices "
             "accepted since it was read), for providers with a balance API", ["provider"],
@@ -301,6 +311,13 @@ class Metrics:
 
     def budget_refusal(self, client: str) -> None:
         self._budget_refusals.labels(_pick(client, self._clients)).inc()
+
+    def budget(self, client: str, period: str, used_usd: float, budget_usd: float | None) -> None:
+        """One client's use of one period; ``budget_usd`` None: no budget (no series)."""
+        client, period = _pick(client, self._clients), _pick(period, BUDGET_PERIODS)
+        self._budget_used.labels(client, period).set(used_usd)
+        if budget_usd is not None:
+            self._budget.labels(client, period).set(budget_usd)
 
     def provider_balance(self, provider: str, balance_usd: float) -> None:
         self._balance.labels(self._provider(provider)).set(balance_usd)

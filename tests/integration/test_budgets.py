@@ -159,6 +159,12 @@ async def test_a_completed_task_becomes_spend_and_a_failed_generation_is_given_b
     assert s.value("gateway_price_routing_saving_usd_total", provider="runapi") == (
         pytest.approx(0.02)
     )
+    # Budget use as Redis holds it, read at the scrape.
+    assert s.value("gateway_client_budget_used_usd", client="demo", period="day") == 0.30
+    assert s.value("gateway_client_budget_usd", client="demo", period="day") == 10
+    assert s.value("gateway_client_budget_used_usd", client="other", period="month") == 0
+    assert not [x for x in s if x.name == "gateway_client_budget_usd" and x.labels["period"]
+                == "month"]  # fmt: skip
 
 
 async def test_a_resubmitted_generation_is_reserved_and_spent_once_at_the_new_price(
@@ -228,7 +234,7 @@ def record(client: str = "demo", **fields: Any) -> TaskRecord:
 
 def budgets_for(redis: Redis, **budget: float) -> Budgets:
     limits = BudgetSettings(**budget) if budget else None
-    return Budgets(redis, lambda _: limits, metrics=Metrics(["runapi"], clients=["demo"]))
+    return Budgets(redis, lambda: {"demo": limits}, metrics=Metrics(["runapi"], clients=["demo"]))
 
 
 async def complete(budgets: Budgets, task: TaskRecord, price: float, ceiling: float) -> None:

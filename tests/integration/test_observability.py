@@ -26,6 +26,7 @@ from gateway.app import create_app
 from gateway.config import resolve_secrets, settings_from_mapping
 from gateway.logs import JsonFormatter
 from gateway.metrics import (
+    BUDGET_PERIODS,
     ERROR_OUTCOMES,
     FAILOVER_REASONS,
     FINAL_STATUSES,
@@ -221,6 +222,7 @@ def allowed_label_values(h: Harness) -> dict[str, set[str]]:
         "resolution": {*RESOLUTIONS, OTHER},
         "version": {__version__},
         "client": {*(k.name for k in h.settings.auth.keys), OTHER},
+        "period": {*BUDGET_PERIODS, OTHER},
     }
 
 
@@ -400,4 +402,6 @@ async def test_redis_outage_fails_readyz_and_counts_redis_errors(
     assert ready.json()["status"] == "unavailable"
     assert ready.json()["reasons"][0].startswith("redis unreachable")
     s = await h.scrape()  # still served: Prometheus must see the outage
-    assert s.nonzero("gateway_redis_errors_total", "operation") == {("ping",): 1, ("health",): 1}
+    assert s.nonzero("gateway_redis_errors_total", "operation") == {
+        ("ping",): 1, ("health",): 1, ("budgets",): 1,  # the scrape reads budget use too
+    }  # fmt: skip

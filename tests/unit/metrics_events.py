@@ -34,6 +34,7 @@ def record(metrics: Metrics, circuit: str = "open") -> None:
     metrics.routing_saving("apiinone", 0.02)
     metrics.budget_refusal("demo")
     metrics.provider_balance("runapi", 41.5)
+    metrics.budget("demo", "day", 0.30, 10.0)
     metrics.circuit_state("runapi", circuit)
     metrics.redis_error("polling")
     metrics.webhook_delivery("delivered")

@@ -34,6 +34,8 @@ def test_every_metric_follows_the_naming_conventions() -> None:
         "gateway_client_spend_usd": "counter",
         "gateway_budget_refusals": "counter",
         "gateway_provider_balance_usd": "gauge",
+        "gateway_client_budget_usd": "gauge",
+        "gateway_client_budget_used_usd": "gauge",
         "gateway_tasks_finished": "counter",
         "gateway_task_time_to_finish_seconds": "histogram",
         "gateway_circuit_state": "gauge",
