@@ -30,6 +30,10 @@ def test_shipped_config_loads_with_the_documented_defaults() -> None:
     assert settings.status.poll_interval_s == 2
     assert settings.providers["runapi"].price("standard", "10s_768P") == 0.50
     assert settings.providers["apiinone"].price("pro", "6s_1080P") == 0.85
+    assert settings.auth.keys[0].budget_usd is not None
+    assert settings.auth.keys[0].budget_usd.day == 50
+    assert settings.providers["runapi"].balance is not None
+    assert settings.providers["apiinone"].balance is None
 
 
 def test_env_overrides_a_nested_value_and_keeps_the_rest_of_the_file() -> None:
