@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gateway.balance import Balances
 from gateway.config import Settings
 from gateway.health import Circuit, Health
 from gateway.schemas import LatencyMs, ProviderInfo, ProviderList
@@ -12,9 +13,10 @@ from providers.capabilities import HAILUO
 
 
 class ProviderCatalogue:
-    def __init__(self, settings: Settings, health: Health) -> None:
+    def __init__(self, settings: Settings, health: Health, balances: Balances) -> None:
         self._settings = settings
         self._health = health
+        self._balances = balances
 
     async def list(self) -> ProviderList:
         snapshot = await self._health.snapshot(fresh=True)
@@ -40,6 +42,7 @@ class ProviderCatalogue:
                     prices_by_model_usd={
                         model: _tables(tiers) for model, tiers in cfg.prices_usd.items()
                     },
+                    balance_usd=self._balances.balance_usd(name),
                 )
             )
         return ProviderList(data=data)

@@ -30,6 +30,8 @@ class Capabilities:
     """Whether it renders from a prompt alone (for the models not in IMAGE_ONLY_MODELS)."""
     data_uri_images: bool
     """Whether its image field takes ``data:`` URIs (else URLs only)."""
+    balance_api: bool = False
+    """Whether the account balance can be read (the adapter then implements ``balance()``)."""
 
     def modes(self, model: str, *, text_to_video: bool | None = None) -> tuple[Mode, ...]:
         """The modes it renders ``model`` in; ``text_to_video`` overrides the kind's default."""
@@ -39,7 +41,9 @@ class Capabilities:
         return ("image_to_video",)
 
 
-RUNAPI = Capabilities("runapi", (HAILUO,), text_to_video=False, data_uri_images=False)
+RUNAPI = Capabilities(
+    "runapi", (HAILUO,), text_to_video=False, data_uri_images=False, balance_api=True
+)
 APIINONE = Capabilities("apiinone", (HAILUO,), text_to_video=False, data_uri_images=False)
 MINIMAX = Capabilities("minimax", MODELS, text_to_video=True, data_uri_images=True)
 FAL = Capabilities("fal", MODELS, text_to_video=True, data_uri_images=True)

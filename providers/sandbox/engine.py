@@ -68,6 +68,11 @@ class Knobs(BaseModel):
         default=None,
         description="MiniMax only: answer every create HTTP 200 with this base_resp.status_code.",
     )
+    balance_cents: int | None = Field(
+        default=None,
+        description="Set the account balance (RunAPI): each accepted create is charged its "
+        "price and a create it cannot cover answers 402; null: unlimited.",
+    )
     url_base: str | None = Field(
         default=None,
         pattern=r"^https?://[^/?#]+$",
@@ -87,6 +92,7 @@ class Counters(BaseModel):
     challenges_echoed: int = 0
     """Callback handshakes (MiniMax) answered with the challenge within 3 s."""
     callbacks_sent: int = 0
+    balance_calls: int = 0
 
 
 class Stats(BaseModel):
@@ -175,6 +181,10 @@ class SandboxState:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks: dict[str, SimTask] = {}
+        self.balance_cents = self.knobs.balance_cents
+        """What the account can still spend; None: unlimited. Set by the knob, lowered by
+        each accepted create's price (:meth:`charge`)."""
+        self.spent_cents = 0
         self.authorizations: set[str] = set()
         self.stopping = asyncio.Event()
         self.outbound: httpx.AsyncBaseTransport | None = None
@@ -197,12 +207,25 @@ class SandboxState:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks.clear()
+        self.balance_cents = self.knobs.balance_cents
+        self.spent_cents = 0
         self.authorizations.clear()
 
     def update_knobs(self, patch: dict[str, object]) -> Knobs:
         """Apply a partial update; raises ``pydantic.ValidationError`` and changes nothing."""
         self.knobs = Knobs.model_validate({**self.knobs.model_dump(), **patch})
+        if "balance_cents" in patch:
+            self.balance_cents = self.knobs.balance_cents
         return self.knobs
+
+    def charge(self, cents: int) -> bool:
+        """Take ``cents`` from the balance; False (nothing taken) when it cannot cover them."""
+        if self.balance_cents is not None:
+            if self.balance_cents < cents:
+                return False
+            self.balance_cents -= cents
+        self.spent_cents += cents
+        return True
 
     async def delay(self) -> None:
         """The ``latency_ms`` every create and status answer waits."""

@@ -5,7 +5,7 @@ in ``tests/e2e``."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -105,7 +105,7 @@ class Harness:
     runapi: SandboxState
     apiinone: SandboxState
     settings: Settings
-    minimax: SandboxState
+    minimax: SandboxState = field(default_factory=lambda: SandboxState("minimax", "unused"))
     """Behind every provider of kind ``minimax`` the harness is configured with."""
 
     def headers(self, key: str = CLIENT_KEY) -> dict[str, str]:
