@@ -107,7 +107,7 @@ def set_knobs(client: httpx.Client, **knobs: Any) -> None:
     client.put("/_sandbox/knobs", json=knobs).raise_for_status()
 
 
-CORE_COUNTERS = ("create_calls", "accepted_creates", "status_calls")
+CORE_COUNTERS = ("create_calls", "accepted_creates", "status_calls", "balance_calls")
 """What every simulated reseller counts; MiniMax's also count file reads and callbacks."""
 
 

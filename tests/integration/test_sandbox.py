@@ -413,7 +413,12 @@ def test_counters_count_creates_accepted_creates_and_status_calls(runapi: httpx.
     runapi.get(f"/api/v1/hailuo/{task_id}")
     runapi.get(f"{RUNAPI_CREATE}/missing")
     stats = runapi.get("/_sandbox/stats").json()
-    assert counters(runapi) == {"create_calls": 2, "accepted_creates": 1, "status_calls": 3}
+    assert counters(runapi) == {
+        "create_calls": 2,
+        "accepted_creates": 1,
+        "status_calls": 3,
+        "balance_calls": 0,
+    }
     assert (stats["reseller"], stats["tasks"]) == ("runapi", 1)
 
 
@@ -437,7 +442,12 @@ def test_reset_restores_knobs_and_forgets_tasks_and_counters(aio: httpx.Client) 
     assert stats["knobs"]["create_fault"] == "none"
     assert stats["knobs"]["latency_ms"] == 0
     assert set(stats["counters"].values()) == {0}
-    assert counters(aio) == {"create_calls": 0, "accepted_creates": 0, "status_calls": 0}
+    assert counters(aio) == {
+        "create_calls": 0,
+        "accepted_creates": 0,
+        "status_calls": 0,
+        "balance_calls": 0,
+    }
     assert aio.get(f"/api/v1/tasks/{task_id}").status_code == 404
 
 

@@ -116,7 +116,12 @@ def test_each_business_error_is_http_200_with_its_code_and_creates_nothing(
 ) -> None:
     set_knobs(minimax, **knob)
     assert code_of(minimax.post(CREATE, json=body())) == code
-    assert counters(minimax) == {"create_calls": 1, "accepted_creates": 0, "status_calls": 0}
+    assert counters(minimax) == {
+        "create_calls": 1,
+        "accepted_creates": 0,
+        "status_calls": 0,
+        "balance_calls": 0,
+    }
 
 
 def test_a_prompt_marker_picks_one_tasks_business_error(minimax: httpx.Client) -> None:
