@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from gateway.budgets import Budgets
 from gateway.config import StatusSettings
 from gateway.errors import GatewayError, StoreUnavailable, UpstreamOutcomeUnknown
 from gateway.health import Health
@@ -51,11 +52,12 @@ IN_FLIGHT = 64
 
 
 def callback_urls(public_url: str | None, token: str | None) -> Callable[[str], str] | None:
-    """``{public_url}/v1/callbacks/{provider}/{token}`` for each provider, when public."""
+    """``{public_url}/callbacks/{provider}/{token}`` for each provider, when public (the
+    older ``/v1/callbacks/…`` still answers, for tasks created before the move)."""
     if public_url is None or token is None:
         return None
     base = public_url.rstrip("/")
-    return lambda provider: f"{base}/v1/callbacks/{provider}/{token}"
+    return lambda provider: f"{base}/callbacks/{provider}/{token}"
 
 
 def next_poll_delay(age_s: float, settings: StatusSettings) -> float:
@@ -86,9 +88,11 @@ class Refresher:
         webhooks_enabled: bool,
         public_url: str | None = None,
         metrics: Metrics,
+        budgets: Budgets,
         create_timeout_s: float = 130.0,
     ) -> None:
         self._metrics = metrics
+        self._budgets = budgets
         self._public_url = public_url
         self._store = store
         self._router = router
@@ -205,6 +209,7 @@ class Refresher:
             delivery = new_delivery(record, record.webhook_url)
             webhook = (delivery.id, delivery.model_dump_json(), time.time())
         if await self._store.finalize(record, webhook):
+            await self._budgets.finalized(record)
             self._metrics.task_finished(
                 record.provider or "",
                 record.status.value,
@@ -284,7 +289,11 @@ class Refresher:
         history: list[Attempt],
         upstream: UpstreamStatus,
     ) -> TaskRecord:
+        ceiling = max(c.price_usd for c in candidates)
+
         async def before_attempt(candidate: Candidate, done: Sequence[Attempt]) -> None:
+            # The failed generation is not billed: its reservation moves to this price.
+            await self._budgets.reserve(record, candidate.price_usd, ceiling)
             record.attempts = [*history, *done, Attempt(provider=candidate.name, outcome="pending")]
             await self._store.save(record)
 
@@ -317,9 +326,7 @@ class Refresher:
         record.resubmitting = False
         record.resubmits += 1
         place(record, placement)
-        self._metrics.task_created(
-            placement.candidate.name, record.tier, record.resolution, placement.candidate.price_usd
-        )
+        self._metrics.task_created(placement.candidate.name, record.tier, record.resolution)
         self._metrics.resubmission("resubmitted")
         await self._record_placed(record)
         logger.info(
@@ -387,8 +394,10 @@ class Poller:
         create_timeout_s: float,
         lease_s: float,
         metrics: Metrics,
+        budgets: Budgets,
     ) -> None:
         self._metrics = metrics
+        self._budgets = budgets
         self._store = store
         self._refresher = refresher
         self._settings = settings
@@ -469,4 +478,5 @@ class Poller:
             "create interrupted; reconcile with the upstream",
             extra={"task_id": record.id, "provider": last.provider if last else None},
         )
-        await self._store.finalize(record)
+        if await self._store.finalize(record):
+            await self._budgets.finalized(record)  # keeps the reservation: it may be billed

@@ -6,15 +6,17 @@ The classes answer the one question routing must ask before it tries another res
     ProviderError
     ├── NotTaken                 the upstream certainly created no task
     │   ├── Unreachable          refused / DNS / TLS / connect timeout: nothing was sent [failover]
-    │   ├── UpstreamServerError  a 5xx answer but 504/524 (HTML edge pages included)    [failover]
+    │   ├── UpstreamServerError  a 5xx answer (HTML edge pages included)                [failover]
     │   ├── RateLimited          429, with ``retry_after`` seconds when given            [failover]
     │   ├── AccountError         401 / 403 (our key) and 402 (out of credits)            [failover]
     │   ├── RequestRejected      400 / 422 not about content: a translation bug          [stop]
     │   ├── ContentRejected      the prompt or image was refused on content grounds      [stop]
     │   └── TaskNotFound         status lookup of an id the upstream does not know       [stop]
-    └── OutcomeUnknown           sent, but no usable answer (504/524 from a proxy too)   [stop*]
+    └── OutcomeUnknown           sent, but no usable answer: the task may exist          [stop*]
+        └── UnusableAnswer       accepted, but the answer cannot be followed safely      [stop]
 
-    * unless the operator allows failover on timeouts.
+    * unless the operator allows failover on timeouts; never for UnusableAnswer, whose task
+      the upstream has certainly taken (``taken`` is True).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ProviderError(Exception):
 
     outcome: ClassVar[str] = "upstream_error"
     failover: ClassVar[bool] = False
+    taken: ClassVar[bool | None] = None  # None: unknown
 
     def __init__(
         self,
@@ -66,6 +69,7 @@ class ProviderError(Exception):
 class NotTaken(ProviderError):
     """The upstream did not create a task: trying elsewhere cannot bill twice."""
 
+    taken = False
     failover = True
 
 
@@ -109,3 +113,16 @@ class OutcomeUnknown(ProviderError):
 
     outcome = "outcome_unknown"
     failover = False
+    taken: ClassVar[bool | None] = None
+
+
+class UnusableAnswer(OutcomeUnknown):
+    """The upstream accepted the task, but its answer cannot be followed safely.
+
+    fal.ai naming a status URL on a host other than the configured one is the case: following
+    it would send our key there. The upstream has taken the task and may bill it, so routing
+    treats it as an unanswered create (the client learns a bill may exist) but never sends the
+    request elsewhere, whatever ``failover_on_timeout`` says.
+    """
+
+    taken = True

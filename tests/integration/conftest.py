@@ -5,7 +5,7 @@ in ``tests/e2e``."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from gateway.config import Settings, resolve_secrets, settings_from_mapping
 from providers.sandbox import apiinone as sandbox_apiinone
+from providers.sandbox import minimax as sandbox_minimax
 from providers.sandbox import runapi as sandbox_runapi
 from providers.sandbox.engine import Knobs, SandboxState
 from tests.scrape import Scrape
@@ -28,10 +29,30 @@ ENV = {
     "GATEWAY_KEY_OTHER": OTHER_KEY,
     "RUNAPI_API_KEY": "sandbox-runapi-key",
     "APIINONE_API_KEY": "sandbox-apiinone-key",
+    "MINIMAX_API_KEY": "sandbox-minimax-key",
 }
+MINIMAX_PRICES = {
+    "hailuo-2.3": {"standard": {"6s_768P": 0.28, "10s_768P": 0.56, "6s_1080P": 0.49}},
+    "hailuo-2.3-fast": {"standard": {"6s_768P": 0.19, "10s_768P": 0.32, "6s_1080P": 0.33}},
+}
+
+
+def minimax_config(**overrides: Any) -> dict[str, Any]:
+    """A MiniMax account on the simulated MiniMax (add it with ``providers={"minimax": …}``)."""
+    config = {
+        "kind": "minimax",
+        "base_url": "http://minimax.sandbox",
+        "api_key_env": "MINIMAX_API_KEY",
+        "timeout_s": 1,
+        "prices_usd": MINIMAX_PRICES,
+    }
+    return {**config, **overrides}
+
+
 WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNpZ25pbmcta2V5LTAwMDA="
 FAST = Knobs(queue_s=0.0, complete_after_s=0.0)
 IMAGE = "https://example.com/first-frame.png"
+WEBHOOK_HOST = "hooks.example"
 
 
 def base_config(redis_url: str) -> dict[str, Any]:
@@ -84,6 +105,8 @@ class Harness:
     runapi: SandboxState
     apiinone: SandboxState
     settings: Settings
+    minimax: SandboxState = field(default_factory=lambda: SandboxState("minimax", "unused"))
+    """Behind every provider of kind ``minimax`` the harness is configured with."""
 
     def headers(self, key: str = CLIENT_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -107,7 +130,7 @@ class Harness:
 
     @property
     def upstream_creates(self) -> int:
-        return self.runapi.counters.create_calls + self.apiinone.counters.create_calls
+        return sum(s.counters.create_calls for s in (self.runapi, self.apiinone, self.minimax))
 
 
 MakeHarness = Callable[..., Any]
@@ -126,10 +149,13 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
         transports: dict[str, httpx.AsyncBaseTransport] | None = None,
         **sections: Any,
     ) -> Harness:
-        """``webhooks``: an ASGI app receiving webhooks (and a signing secret is set);
+        """``webhooks``: an ASGI app receiving webhooks (and a signing secret is set), reached
+        as ``hooks.example`` (a name that resolves nowhere, so it is in webhooks.allow_hosts);
         ``sandboxes``: share the simulated resellers of another harness (a second instance);
         ``transports``: put a provider behind another transport (a scripted reseller)."""
         data = base_config(redis_url_override or redis_url)
+        if webhooks:
+            data["webhooks"] = {"allow_hosts": [WEBHOOK_HOST]}
         for section, values in sections.items():
             name = section.rstrip("_")  # ``webhooks_=`` names the config section
             data[name] = {**data.get(name, {}), **values}
@@ -138,9 +164,16 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
             SandboxState("runapi", ENV["RUNAPI_API_KEY"], knobs),
             SandboxState("apiinone", ENV["APIINONE_API_KEY"], knobs),
         )
+        minimax = SandboxState("minimax", ENV["MINIMAX_API_KEY"], knobs)
+        minimax_transport = asgi(sandbox_minimax.create_app(minimax))
         wired: dict[str, httpx.AsyncBaseTransport] = {
             "runapi": asgi(sandbox_runapi.create_app(runapi)),
             "apiinone": asgi(sandbox_apiinone.create_app(apiinone)),
+            **{
+                name: minimax_transport
+                for name, cfg in settings.providers.items()
+                if cfg.kind == "minimax"
+            },
             **(transports or {}),
         }
         env = {**ENV, "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET} if webhooks else ENV
@@ -150,10 +183,11 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
             transports=wired,
             webhook_transport=asgi(webhooks) if webhooks else None,
         )
+        minimax.outbound = asgi(app)  # its callbacks reach this app, whatever the public URL
         client = AsyncTestClient(app)
         await client.__aenter__()
         opened.append(client)
-        return Harness(client, runapi, apiinone, settings)
+        return Harness(client, runapi, apiinone, settings, minimax)
 
     yield make
     for client in opened:

@@ -89,6 +89,8 @@ def test_parse_retry_after_reads_seconds_and_http_dates(
         (429, "slow down", None, RateLimited),
         (500, "oops", None, UpstreamServerError),
         (503, None, None, UpstreamServerError),
+        (504, "gateway timeout", None, OutcomeUnknown),
+        (524, "a timeout occurred", None, OutcomeUnknown),
         (302, "moved", None, OutcomeUnknown),
         # A proxy in front of the reseller gave up waiting: the reseller may have the task.
         (504, "<html>Gateway Time-out</html>", None, OutcomeUnknown),
