@@ -100,7 +100,7 @@ class Refresher:
         self._settings = settings
         self._webhooks_enabled = webhooks_enabled
         self._create_timeout_s = create_timeout_s
-        self._inflight: dict[str, asyncio.Future[TaskRecord]] = {}
+        self._inflight: dict[str, asyncio.Task[TaskRecord]] = {}
 
     def due(self, record: TaskRecord) -> bool:
         """Is it time to ask the upstream about this task again? (Never while a resubmission
@@ -114,23 +114,17 @@ class Refresher:
     async def refresh(self, record: TaskRecord, *, may_resubmit: bool = False) -> TaskRecord:
         """The task as its upstream now sees it. Concurrent callers in this process share one
         refresh; an instance that is not this interval's poller returns ``record`` as stored.
-        Only the background poller passes ``may_resubmit``: a lookup never sends a create."""
+        Only the background poller passes ``may_resubmit``: a lookup never sends a create.
+
+        The refresh runs as its own asyncio task and every caller waits on it shielded: a
+        caller that goes away (a client disconnecting) cancels neither the shared read nor what
+        follows it (a finalize, a resubmission's paid create)."""
         running = self._inflight.get(record.id)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[TaskRecord] = asyncio.get_running_loop().create_future()
-        self._inflight[record.id] = future
-        try:
-            refreshed = await self._refresh(record, may_resubmit=may_resubmit)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: there may be no other waiter
-            raise
-        else:
-            future.set_result(refreshed)
-            return refreshed
-        finally:
-            del self._inflight[record.id]
+        if running is None:
+            running = asyncio.create_task(self._refresh(record, may_resubmit=may_resubmit))
+            self._inflight[record.id] = running
+            running.add_done_callback(lambda _: self._inflight.pop(record.id, None))
+        return await asyncio.shield(running)
 
     async def _refresh(self, record: TaskRecord, *, may_resubmit: bool) -> TaskRecord:
         if record.resubmitting:

@@ -475,3 +475,28 @@ async def test_shutdown_lets_a_create_in_flight_finish(harness: Harness, redis: 
     record = await stored(redis, answer.json()["id"])
     assert record is not None
     assert record.provider_task_id in harness.runapi.tasks
+
+
+# Single-flight refresh ----------------------------------------------------------------------
+
+
+async def test_a_lookup_that_goes_away_does_not_cancel_the_shared_refresh(
+    harness: Harness, redis: Redis
+) -> None:
+    """Two lookups share one status read; the first is cancelled (its client disconnected)
+    while the read is in flight: the other still gets the refreshed task."""
+    harness.runapi.update_knobs({"queue_s": 0})
+    task_id = (await create(harness)).json()["id"]
+    record = await stored(redis, task_id)
+    assert record is not None
+    harness.runapi.update_knobs({"latency_ms": 300})
+    refresher = harness.client.app.state.resources.service._refresher
+    portal = harness.client.blocking_portal  # the app's own event loop
+    first = portal.start_task_soon(refresher.refresh, record)
+    await asyncio.sleep(0.05)
+    second = portal.start_task_soon(refresher.refresh, record)
+    await asyncio.sleep(0.05)
+    first.cancel()
+    refreshed = await asyncio.wrap_future(second)
+    assert refreshed.polled_at is not None
+    assert harness.runapi.counters.status_calls == 1
