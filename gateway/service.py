@@ -14,9 +14,9 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.budgets import Budgets
 from gateway.cache import FinalTask, FinalTasks
@@ -45,6 +45,8 @@ ACCEPT_MARGIN_S = 5.0
 """The background accept write stops this long before the poller may take the create for
 interrupted (``create_timeout_s`` after the task's creation)."""
 AcceptOutcome = Literal["saved", "final", "unwritten"]
+REFUSAL_RETRY_S = 60.0
+"""How long the trace of a refused create is retried during a Redis outage."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class VideoService:
         self._refresher = refresher
         self._idempotent = idempotent
         self._options = options
-        self._background: set[asyncio.Task[AcceptOutcome]] = set()
+        self._background: set[asyncio.Task[object]] = set()
 
     async def create(
         self, client: str, request: CreateVideoRequest, idempotency_key: str | None = None
@@ -173,19 +175,41 @@ class VideoService:
         return record.public()
 
     async def _record_refusal(self, record: TaskRecord, exc: GatewayError) -> None:
-        """Keep a trace of a create that ended in an error (the client got no task id)."""
+        """Keep a trace of a create that ended in an error (the client got no task id). During
+        a Redis outage the trace is written in the background, so that the task ends as what
+        it was rather than, much later, as an interrupted create that may hold a task."""
         if isinstance(exc, StoreUnavailable):
             await self._budgets.settle(record)  # best effort: Redis is failing
-            return
-        record.attempts = list(exc.attempts or record.attempts)
+            # The pending attempt last written was never sent: writing it is what failed.
+            record.attempts = [a for a in record.attempts if a.outcome != "pending"]
+        else:
+            record.attempts = list(exc.attempts or record.attempts)
         record.finish(TaskStatus.FAILED, error=TaskError(code=exc.code, message=str(exc)))
-        try:
-            finalized = await self._store.finalize(record)
-        except StoreUnavailable:
-            logger.exception("could not record a refused create", extra={"task_id": record.id})
-            finalized = True  # this create ended here either way
-        if finalized:
-            await self._budgets.finalized(record)
+        if not await self._finalize_refusal(record, deadline=0.0):
+            self._spawn(self._finalize_refusal(record, time.monotonic() + REFUSAL_RETRY_S))
+
+    async def _finalize_refusal(self, record: TaskRecord, deadline: float) -> bool:
+        """Finalize a refused create, retrying until ``deadline`` (monotonic); False if not."""
+        delay = 0.05
+        while True:
+            try:
+                if await self._store.finalize(record):
+                    await self._budgets.finalized(record)
+            except StoreUnavailable:  # counted by the store
+                if time.monotonic() >= deadline:
+                    logger.warning("refused create not recorded yet", extra={"task_id": record.id})
+                    return False
+            else:
+                return True
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+
+    def _spawn(self, write: Coroutine[Any, Any, object]) -> None:
+        """A write that goes on after the answer (bounded by its own deadline); shutdown waits
+        for it (:meth:`drain`)."""
+        task = asyncio.create_task(write)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _save_accepted(self, record: TaskRecord) -> None:
         """An upstream has accepted a paid task: its mapping must not be lost.
@@ -201,11 +225,7 @@ class VideoService:
             return
         if outcome == "unwritten":
             left = record.created_at + self._options.create_timeout_s - ACCEPT_MARGIN_S
-            later = asyncio.create_task(
-                self._accept_until(record, time.monotonic() + max(0.0, left - time.time()))
-            )
-            self._background.add(later)
-            later.add_done_callback(self._background.discard)
+            self._spawn(self._accept_until(record, time.monotonic() + max(0.0, left - time.time())))
         raise UpstreamOutcomeUnknown(
             f"{record.provider} accepted the task but the gateway could not record it yet; "
             "poll the task id, and do not resubmit it blindly",

@@ -4,6 +4,7 @@ in ``tests/e2e``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,3 +200,47 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
 async def harness(harness_factory: Callable[..., Any]) -> Harness:
     made: Harness = await harness_factory()
     return made
+
+
+ACL_USER, ACL_PASSWORD = "gateway-under-test", "acl-test-password"
+
+
+class Acl:
+    """The gateway's own Redis user, whose rights a test narrows to fail one chosen write."""
+
+    def __init__(self, admin: Redis, url: str) -> None:
+        self.admin = admin
+        self.url = url
+
+    async def allow_all(self) -> None:
+        await self.admin.acl_setuser(
+            ACL_USER, enabled=True, reset=True, passwords=[f"+{ACL_PASSWORD}"], keys=["*"],
+            channels=["*"], categories=["+@all"],
+        )  # fmt: skip
+
+    async def only_keys(self, *patterns: str) -> None:
+        """The user may touch only keys matching ``patterns``: any other key is NOPERM."""
+        await self.admin.acl_setuser(ACL_USER, enabled=True, reset_keys=True, keys=list(patterns))
+
+    async def deny(self, *commands: str) -> None:
+        await self.admin.acl_setuser(ACL_USER, enabled=True, commands=[f"-{c}" for c in commands])
+
+    async def outage(self, after_s: float, for_s: float, *patterns: str) -> None:
+        """From ``after_s`` on, for ``for_s``, only keys matching ``patterns`` are writable."""
+        await asyncio.sleep(after_s)
+        await self.only_keys(*patterns)
+        await asyncio.sleep(for_s)
+        await self.allow_all()
+
+
+EVERY_KEY_BUT_TASKS = ("gw:idem:*", "gw:circuit:*", "gw:health:*", "gw:rate:*", "gw:due:*")
+EVERY_KEY_BUT_IDEMPOTENCY = ("gw:task:*", "gw:circuit:*", "gw:health:*", "gw:rate:*", "gw:due:*")
+
+
+@pytest.fixture
+async def acl(redis: Redis, redis_url: str) -> AsyncIterator[Acl]:
+    scheme, _, rest = redis_url.partition("://")
+    made = Acl(redis, f"{scheme}://{ACL_USER}:{ACL_PASSWORD}@{rest}")
+    await made.allow_all()
+    yield made
+    await redis.acl_deluser(ACL_USER)

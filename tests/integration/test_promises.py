@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import httpx
-import pytest
 from redis.asyncio import Redis
 
 from gateway.errors import GatewayError
@@ -30,51 +29,16 @@ from gateway.store import (
     new_task_id,
 )
 from providers.base import TaskStatus, VideoJob
-from tests.integration.conftest import IMAGE, Harness, base_config
+from tests.integration.conftest import (
+    EVERY_KEY_BUT_IDEMPOTENCY,
+    EVERY_KEY_BUT_TASKS,
+    IMAGE,
+    Acl,
+    Harness,
+    base_config,
+)
 
 BODY = {"prompt": "a paper boat in the rain", "image": IMAGE}
-USER, PASSWORD = "gateway-under-test", "acl-test-password"
-
-
-class Acl:
-    """The gateway's own Redis user, whose rights a test narrows to fail one chosen write."""
-
-    def __init__(self, admin: Redis, url: str) -> None:
-        self.admin = admin
-        self.url = url
-
-    async def allow_all(self) -> None:
-        await self.admin.acl_setuser(
-            USER, enabled=True, reset=True, passwords=[f"+{PASSWORD}"], keys=["*"],
-            channels=["*"], categories=["+@all"],
-        )  # fmt: skip
-
-    async def only_keys(self, *patterns: str) -> None:
-        """The user may touch only keys matching ``patterns``: any other key is NOPERM."""
-        await self.admin.acl_setuser(USER, enabled=True, reset_keys=True, keys=list(patterns))
-
-    async def deny(self, *commands: str) -> None:
-        await self.admin.acl_setuser(USER, enabled=True, commands=[f"-{c}" for c in commands])
-
-    async def outage(self, after_s: float, for_s: float, *patterns: str) -> None:
-        """From ``after_s`` on, for ``for_s``, only keys matching ``patterns`` are writable."""
-        await asyncio.sleep(after_s)
-        await self.only_keys(*patterns)
-        await asyncio.sleep(for_s)
-        await self.allow_all()
-
-
-EVERY_KEY_BUT_TASKS = ("gw:idem:*", "gw:circuit:*", "gw:health:*", "gw:rate:*", "gw:due:*")
-EVERY_KEY_BUT_IDEMPOTENCY = ("gw:task:*", "gw:circuit:*", "gw:health:*", "gw:rate:*", "gw:due:*")
-
-
-@pytest.fixture
-async def acl(redis: Redis, redis_url: str) -> AsyncIterator[Acl]:
-    scheme, _, rest = redis_url.partition("://")
-    made = Acl(redis, f"{scheme}://{USER}:{PASSWORD}@{rest}")
-    await made.allow_all()
-    yield made
-    await redis.acl_deluser(USER)
 
 
 async def create(
