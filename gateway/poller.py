@@ -439,6 +439,16 @@ class Poller:
             await asyncio.gather(*late, return_exceptions=True)
 
     async def _poll(self, task_id: str) -> None:
+        try:
+            await self._poll_once(task_id)
+        except StoreUnavailable:
+            # A Redis blip: counted (by the store) and logged; the task is due again soon rather
+            # than when its lease runs out (if Redis is still away, the lease brings it back).
+            logger.warning("poll interrupted by Redis; retrying soon", extra={"task_id": task_id})
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.schedule(task_id, time.time() + self._settings.poll_interval_s)
+
+    async def _poll_once(self, task_id: str) -> None:
         record = await self._store.get(task_id)
         if record is None or record.is_final:
             await self._store.unschedule(task_id)

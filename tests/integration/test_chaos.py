@@ -103,7 +103,17 @@ async def test_every_task_a_reseller_accepted_maps_to_exactly_one_public_task(
 
     deadline = time.monotonic() + 30
     while not await all_final():
-        assert time.monotonic() < deadline, f"tasks left unfinished (seed {SEED})"
+        left = [
+            (
+                r.id,
+                r.provider_task_id,
+                r.resubmitting,
+                [(a.provider, a.outcome) for a in r.attempts],
+            )
+            for r in await stored_records(redis)
+            if not r.is_final
+        ]
+        assert time.monotonic() < deadline, f"tasks left unfinished (seed {SEED}): {left}"
         await asyncio.sleep(0.2)
 
     records = await stored_records(redis)
