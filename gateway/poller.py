@@ -33,6 +33,7 @@ from gateway.router import Router
 from gateway.schemas import Attempt, TaskError
 from gateway.store import Keys, TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
+from gateway.video_copy import CopyQueue
 from gateway.webhooks import new_delivery
 from providers.base import TaskStatus, UpstreamStatus
 from providers.errors import ProviderError
@@ -86,7 +87,9 @@ class Refresher:
         webhooks_enabled: bool,
         public_url: str | None = None,
         metrics: Metrics,
+        copies: CopyQueue | None = None,
     ) -> None:
+        self._copies = copies
         self._metrics = metrics
         self._public_url = public_url
         self._store = store
@@ -98,7 +101,7 @@ class Refresher:
 
     def due(self, record: TaskRecord) -> bool:
         """Is it time to ask the upstream about this task again?"""
-        if record.is_final or record.provider_task_id is None:
+        if record.is_final or record.provider_task_id is None or record.copy_state is not None:
             return False
         if record.polled_at is None:
             return True
@@ -160,9 +163,16 @@ class Refresher:
                 return resubmitted
         if upstream is not None:
             _apply(record, upstream)
+        if self._copies is not None and self._copies.wants(record):
+            return await self._copies.begin(record)  # completed once its video is stored
         if not record.is_final and time.time() - record.created_at > self._settings.deadline_s:
             record.finish(TaskStatus.FAILED, error=TaskError(
                 code="timeout", message="the task did not finish before the deadline"))  # fmt: skip
+        return await self._store_outcome(record)
+
+    async def finalize(self, record: TaskRecord) -> TaskRecord:
+        """Store a final ``record`` (queues its webhook, counts it) unless the task is final
+        already; the task as stored."""
         return await self._store_outcome(record)
 
     async def _store_outcome(self, record: TaskRecord) -> TaskRecord:
@@ -249,6 +259,7 @@ class Refresher:
 
 def _apply(record: TaskRecord, upstream: UpstreamStatus) -> None:
     if upstream.status is TaskStatus.COMPLETED:
+        record.upstream_video_url = upstream.video_url
         record.finish(TaskStatus.COMPLETED, video_url=upstream.video_url)
     elif upstream.status is TaskStatus.FAILED:
         record.finish(TaskStatus.FAILED, error=TaskError(
@@ -321,8 +332,8 @@ class Poller:
 
     async def _poll(self, task_id: str) -> None:
         record = await self._store.get(task_id)
-        if record is None or record.is_final:
-            await self._store.unschedule(task_id)
+        if record is None or record.is_final or record.copy_state is not None:
+            await self._store.unschedule(task_id)  # a task being copied is the copier's
             return
         age = time.time() - record.created_at
         if record.provider_task_id is None:
