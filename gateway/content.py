@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 
 from gateway.api import BEARER, GUARDED, _problem
@@ -173,7 +173,7 @@ class VideoContentController(Controller):
         task_id: FromPath[str],
         content: NamedDependency[VideoContent],
         variant: Annotated[
-            str | None, Parameter(query="variant", required=False, description="only `video`")
+            str | None, QueryParameter(name="variant", required=False, description="only `video`")
         ] = None,
     ) -> Response[Any]:
         return await content.answer(current_client(request), task_id, variant, request)

@@ -6,7 +6,9 @@ request signing are the library's, none is written here. The default (``storage.
 is a directory, ``<redis.data_dir>/videos``, which needs nothing installed.
 
 Store failures leave this module as :class:`VideoStoreError` (worth retrying later); a missing
-object is ``None`` or :class:`VideoMissing`.
+object is ``None`` or :class:`VideoMissing`. (obstore raises Python's own
+``FileNotFoundError``/``OSError`` for some failures, its ``BaseError`` tree for others: both are
+caught.)
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from gateway.config import Secrets, StorageSettings
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, ObjectStore, RetryConfig, S3Config
+
+_MISSING = (NotFoundError, FileNotFoundError)
+_FAILED = (BaseError, OSError)
 
 PART_BYTES = 5 * 1024 * 1024
 """One multipart upload part (S3's smallest): what a copy holds in memory per part."""
@@ -72,15 +77,15 @@ class VideoStore:
                 self._store, key, chunks, use_multipart=True, chunk_size=PART_BYTES,
                 max_concurrency=PARTS_IN_FLIGHT,
             )  # fmt: skip
-        except BaseError as exc:
+        except _FAILED as exc:
             raise VideoStoreError(f"{self.description}: put failed: {_brief(exc)}") from exc
 
     async def info(self, key: str) -> ObjectInfo | None:
         try:
             meta = await obstore.head_async(self._store, key)
-        except NotFoundError:
+        except _MISSING:
             return None
-        except BaseError as exc:
+        except _FAILED as exc:
             raise VideoStoreError(f"{self.description}: head failed: {_brief(exc)}") from exc
         return ObjectInfo(size=meta["size"])
 
@@ -89,9 +94,9 @@ class VideoStore:
         before the first chunk is asked for, so a missing object fails here, not mid-answer."""
         try:
             result = await obstore.get_async(self._store, key, options={"range": (start, end)})
-        except NotFoundError as exc:
+        except _MISSING as exc:
             raise VideoMissing(key) from exc
-        except BaseError as exc:
+        except _FAILED as exc:
             raise VideoStoreError(f"{self.description}: get failed: {_brief(exc)}") from exc
         return _chunks(result.stream(min_chunk_size=READ_CHUNK_BYTES))
 
@@ -101,16 +106,16 @@ class VideoStore:
             return None
         try:
             return await obstore.sign_async(self._signer, "GET", key, SIGNED_URL_TTL)
-        except BaseError as exc:
+        except _FAILED as exc:
             raise VideoStoreError(f"{self.description}: signing failed: {_brief(exc)}") from exc
 
     async def delete(self, key: str) -> None:
         """Remove ``key``; a key already gone is fine."""
         try:
             await obstore.delete_async(self._store, key)
-        except NotFoundError:
+        except _MISSING:
             return
-        except BaseError as exc:
+        except _FAILED as exc:
             raise VideoStoreError(f"{self.description}: delete failed: {_brief(exc)}") from exc
 
 
@@ -118,7 +123,7 @@ async def _chunks(stream: AsyncIterable[Any]) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream:
             yield bytes(chunk)
-    except BaseError as exc:
+    except _FAILED as exc:
         raise VideoStoreError(f"read failed: {_brief(exc)}") from exc
 
 
