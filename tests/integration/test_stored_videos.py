@@ -100,8 +100,7 @@ async def test_range_request_answers_206_with_content_range_and_the_bytes_asked_
     past = await h.client.get(task["video_url"], headers={**h.headers(), "Range": "bytes=999999-"})
     assert past.status_code == 416
     assert past.headers["content-range"] == f"bytes */{VIDEO_BYTES}"
-    etag = past = await h.client.get(task["video_url"], headers=h.headers())
-    etag = past.headers["etag"]
+    etag: str = (await h.client.get(task["video_url"], headers=h.headers())).headers["etag"]
     unchanged = await h.client.get(
         task["video_url"], headers={**h.headers(), "If-None-Match": etag}
     )
