@@ -104,6 +104,8 @@ def gateway_config(
             ]
         },
         "status": {"poll_interval_s": 1},
+        # Finished videos are copied (the default) from the sandbox, which listens on loopback.
+        "storage": {"allow_private_sources": True},
         "log": {"level": "DEBUG"},
         "providers": {
             "runapi": {
