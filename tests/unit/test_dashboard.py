@@ -76,6 +76,10 @@ def test_dashboard_has_the_panels_operators_look_for() -> None:
         "gateway_circuit_state",
         "gateway_tasks_finished_total",
         "gateway_task_time_to_finish_seconds_bucket",
+        "gateway_video_copies_total",
+        "gateway_video_copy_bytes_total",
+        "gateway_video_copy_duration_seconds_bucket",
+        "gateway_video_served_bytes_total",
     ):
         assert needle in text
     quantiles = {
