@@ -63,7 +63,11 @@ def test_demo_prints_a_create_and_a_read_command_that_work(tmp_path: Path) -> No
                 break
             time.sleep(0.5)
         assert task["status"] == "completed"
-        assert task["video_url"]
+        assert task["video_url"] == f"/v1/videos/{task_id}/content"  # the stored copy
+        download = next(line for line in lines if "/content" in line)
+        subprocess.run(["bash", "-c", f"ID={task_id}\n{download}"], cwd=tmp_path, timeout=20,
+                       check=True, capture_output=True)  # fmt: skip
+        assert (tmp_path / "video.mp4").read_bytes()[4:8] == b"ftyp"
         assert (tmp_path / ".gateway" / "appendonly.aof").exists()
     finally:
         process.send_signal(signal.SIGINT)
