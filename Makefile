@@ -44,6 +44,7 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.videos
 
 dashboard: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[docs]'

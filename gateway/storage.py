@@ -33,7 +33,9 @@ _MISSING = (NotFoundError, FileNotFoundError)
 _FAILED = (BaseError, OSError)
 
 PART_BYTES = 5 * 1024 * 1024
-"""One multipart upload part (S3's smallest): what a copy holds in memory per part."""
+"""One multipart upload part on an object store (S3's smallest): what a copy buffers per part."""
+LOCAL_PART_BYTES = 1024 * 1024
+"""Local files have no smallest part: smaller parts, less memory per copy."""
 PARTS_IN_FLIGHT = 1
 """Parts uploaded at once per copy: memory per copy is about (1 + this) parts."""
 READ_CHUNK_BYTES = 256 * 1024
@@ -59,6 +61,7 @@ class VideoStore:
 
     def __init__(self, store: ObjectStore, *, description: str) -> None:
         self._store = store
+        self._part_bytes = LOCAL_PART_BYTES if isinstance(store, LocalStore) else PART_BYTES
         self._signer = store if isinstance(store, S3Store | GCSStore | AzureStore) else None
         self.description = description
         """Where the videos go, for logs (no credentials)."""
@@ -70,11 +73,11 @@ class VideoStore:
 
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> None:
         """Write ``chunks`` as ``key``, streamed: a multipart upload of :data:`PART_BYTES`
-        parts, so memory does not grow with the video. An error raised by ``chunks`` aborts
+        parts (:data:`LOCAL_PART_BYTES` for files), so memory does not grow with the video. An error raised by ``chunks`` aborts
         the upload and propagates."""
         try:
             await obstore.put_async(
-                self._store, key, chunks, use_multipart=True, chunk_size=PART_BYTES,
+                self._store, key, chunks, use_multipart=True, chunk_size=self._part_bytes,
                 max_concurrency=PARTS_IN_FLIGHT,
             )  # fmt: skip
         except _FAILED as exc:

@@ -26,6 +26,8 @@ from gateway.app import create_app
 from gateway.config import resolve_secrets, settings_from_mapping
 from gateway.logs import JsonFormatter
 from gateway.metrics import (
+    COPY_OUTCOMES,
+    DELETION_OUTCOMES,
     ERROR_OUTCOMES,
     FAILOVER_REASONS,
     FINAL_STATUSES,
@@ -208,7 +210,7 @@ def allowed_label_values(h: Harness) -> dict[str, set[str]]:
         "from_provider": providers,
         "to_provider": providers,
         "operation": {*SUCCESS, *REDIS_OPERATIONS},
-        "outcome": {*outcomes, *WEBHOOK_OUTCOMES, OTHER},
+        "outcome": {*outcomes, *WEBHOOK_OUTCOMES, *COPY_OUTCOMES, *DELETION_OUTCOMES, OTHER},
         "reason": {*FAILOVER_REASONS, OTHER},
         "tier": {*TIERS, OTHER},
         "resolution": {*RESOLUTIONS, OTHER},
