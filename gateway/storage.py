@@ -73,8 +73,8 @@ class VideoStore:
 
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> None:
         """Write ``chunks`` as ``key``, streamed: a multipart upload of :data:`PART_BYTES`
-        parts (:data:`LOCAL_PART_BYTES` for files), so memory does not grow with the video. An error raised by ``chunks`` aborts
-        the upload and propagates."""
+        parts (:data:`LOCAL_PART_BYTES` for files), so memory does not grow with the video. An
+        error raised by ``chunks`` aborts the upload and propagates."""
         try:
             await obstore.put_async(
                 self._store, key, chunks, use_multipart=True, chunk_size=self._part_bytes,
