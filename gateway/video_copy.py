@@ -51,6 +51,11 @@ def content_link(public_url: str | None, task_id: str) -> str:
     return f"{public_url.rstrip('/')}{path}" if public_url else path
 
 
+def object_key(task_id: str) -> str:
+    """Where a task's stored video lives in the store."""
+    return f"{task_id}.video"
+
+
 def retry_delay(attempts: int) -> float:
     """Seconds before copy attempt ``attempts + 1``: 1, 2, 4 … up to a minute."""
     return float(min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** max(attempts - 1, 0)))
@@ -200,7 +205,7 @@ class VideoCopier:
         """Download the reseller's video into the store, scheduled for deletion first (so a
         copy cut short is removed too)."""
         url = record.upstream_video_url or ""
-        key = f"{record.id}.video"
+        key = object_key(record.id)
         retention_end = now_s() + int(self._settings.retention_days * 86400)
         delete_at = min(retention_end, int(self._store.expires_at(record)))
         await self._retention.schedule(key, delete_at)
@@ -240,7 +245,7 @@ class VideoCopier:
             "video not copied; the task keeps the reseller's link",
             extra={"task_id": record.id, "provider": record.provider, "reason": state.gave_up},
         )
-        await self._retention.delete_now(f"{record.id}.video")
+        await self._retention.delete_now(object_key(record.id))
         await self._finalize(record)
 
     async def _retry(self, record: TaskRecord, error: str) -> None:
