@@ -22,7 +22,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 
-from gateway.api import BEARER, GUARDED, _problem
+from gateway.api import BEARER, GUARDED, MALFORMED, _problem
 from gateway.auth import current_client, require_client
 from gateway.errors import NotFound, RangeNotSatisfiable, VideoStorageUnavailable
 from gateway.metrics import Metrics
@@ -160,6 +160,7 @@ class VideoContentController(Controller):
             302: ResponseSpec(data_container=None, description="Location: a signed URL "
                               "(storage.redirect) or the reseller's link (no stored copy)"),
             304: ResponseSpec(data_container=None, description="If-None-Match matched the ETag"),
+            **MALFORMED,
             **GUARDED,
             404: _problem("not_found: no completed task with this id for this key, another "
                           "variant than video, or the stored copy was deleted"),
