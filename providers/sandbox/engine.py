@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 CreateFault = Literal[
@@ -72,6 +73,15 @@ class Knobs(BaseModel):
     video_bytes_per_s: float | None = Field(
         default=None, gt=0, description="Pace of video downloads (a slow reseller)."
     )
+    business_code: int | None = Field(
+        default=None,
+        description="MiniMax only: answer every create HTTP 200 with this base_resp.status_code.",
+    )
+    balance_cents: int | None = Field(
+        default=None,
+        description="Set the account balance (RunAPI): each accepted create is charged its "
+        "price and a create it cannot cover answers 402; null: unlimited.",
+    )
     url_base: str | None = Field(
         default=None,
         pattern=r"^https?://[^/?#]+$",
@@ -85,6 +95,13 @@ class Counters(BaseModel):
     create_calls: int = 0
     accepted_creates: int = 0
     status_calls: int = 0
+    file_calls: int = 0
+    """MiniMax's ``files/retrieve``."""
+    challenges_sent: int = 0
+    challenges_echoed: int = 0
+    """Callback handshakes (MiniMax) answered with the challenge within 3 s."""
+    callbacks_sent: int = 0
+    balance_calls: int = 0
     video_downloads: int = 0
     """Downloads of finished videos started (``/files/...``)."""
 
@@ -175,23 +192,51 @@ class SandboxState:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks: dict[str, SimTask] = {}
+        self.balance_cents = self.knobs.balance_cents
+        """What the account can still spend; None: unlimited. Set by the knob, lowered by
+        each accepted create's price (:meth:`charge`)."""
+        self.spent_cents = 0
         self.authorizations: set[str] = set()
         self.stopping = asyncio.Event()
+        self.outbound: httpx.AsyncBaseTransport | None = None
+        """How the reseller's own requests (callbacks) travel; None: real sockets. In-process
+        tests point it at the gateway's ASGI app."""
+        self.background: set[asyncio.Task[None]] = set()
+        """Requests the reseller makes on its own (MiniMax's callbacks), until they end."""
         self._clock = clock or time.monotonic
 
     def now(self) -> float:
         return self._clock()
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, held until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     def reset(self) -> None:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks.clear()
+        self.balance_cents = self.knobs.balance_cents
+        self.spent_cents = 0
         self.authorizations.clear()
 
     def update_knobs(self, patch: dict[str, object]) -> Knobs:
         """Apply a partial update; raises ``pydantic.ValidationError`` and changes nothing."""
         self.knobs = Knobs.model_validate({**self.knobs.model_dump(), **patch})
+        if "balance_cents" in patch:
+            self.balance_cents = self.knobs.balance_cents
         return self.knobs
+
+    def charge(self, cents: int) -> bool:
+        """Take ``cents`` from the balance; False (nothing taken) when it cannot cover them."""
+        if self.balance_cents is not None:
+            if self.balance_cents < cents:
+                return False
+            self.balance_cents -= cents
+        self.spent_cents += cents
+        return True
 
     async def delay(self) -> None:
         """The ``latency_ms`` every create and status answer waits."""
