@@ -18,7 +18,7 @@ import obstore
 import pytest
 
 from providers.sandbox.videos import video_body
-from tests.e2e.conftest import Gateway, Sandbox, gateway_config, wait_final
+from tests.e2e.conftest import CLIENT_KEY, Gateway, Sandbox, gateway_config, wait_final
 from tests.scrape import Scrape
 from tests.seaweedfs import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS, start_seaweedfs
 
@@ -98,6 +98,9 @@ def test_s3_copy_is_served_with_ranges_after_the_resellers_link_died(
         assert part.content == video[1000:2000]
         assert part.headers["content-range"] == f"bytes 1000-1999/{size}"
     assert sandbox.stats("runapi")["video_downloads"] == 2  # the copy and the probe above
+    seen = httpx.get(f"{sandbox.runapi}/_sandbox/stats").json()["authorizations"]
+    assert seen  # the API calls carried the reseller's key…
+    assert not any(CLIENT_KEY in header for header in seen)  # …and no client key went there
 
 
 @pytest.mark.seaweedfs
