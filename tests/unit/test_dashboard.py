@@ -1,4 +1,5 @@
-"""``dashboards/gateway.json``: importable, and every query reads metrics that exist."""
+"""``dashboards/gateway.json``: importable, and every query parses (``promql-parser``, a real
+PromQL parser) and reads metrics and labels that ``gateway/metrics.py`` exports."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from dashboards.promql import label_names, metric_names, parse, substitute
-from gateway.metrics import Metrics
+from tests.unit.promql_names import exported, reads
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "gateway.json"
 VARIABLES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h", "provider": ".*"}
@@ -21,22 +21,11 @@ def dashboard() -> dict[str, Any]:
     return loaded
 
 
-def exported() -> dict[str, set[str]]:
-    """Every sample name the gateway exports → the labels it carries."""
-    metrics = Metrics(["runapi", "apiinone"])
-    metrics.http_request("unmatched", "GET", 404, 0.01)  # HTTP series start with a request
-    names: dict[str, set[str]] = {}
-    for family in metrics.registry.collect():
-        labels = {label for s in family.samples for label in s.labels} - {"le"}
-        if family.type == "counter":
-            names[f"{family.name}_total"] = labels
-        elif family.type == "histogram":
-            for suffix in ("_count", "_sum"):
-                names[family.name + suffix] = labels
-            names[f"{family.name}_bucket"] = labels | {"le"}
-        else:
-            names[family.name] = labels
-    return names
+def substitute(expr: str, variables: dict[str, str]) -> str:
+    """Grafana's ``$name`` variables, longest names first."""
+    for name in sorted(variables, key=len, reverse=True):
+        expr = expr.replace(f"${name}", variables[name])
+    return expr
 
 
 def queries() -> list[tuple[str, str]]:
@@ -86,11 +75,12 @@ def test_dashboard_has_the_panels_operators_look_for() -> None:
 
 @pytest.mark.parametrize(("title", "expr"), queries())
 def test_every_query_reads_exported_metrics_and_labels(title: str, expr: str) -> None:
-    parsed = parse(substitute(expr, VARIABLES))  # also: the renderer can draw it
+    metrics, labels = reads(substitute(expr, VARIABLES))  # promql-parser: raises if invalid
     names = exported()
-    for metric in metric_names(parsed):
+    assert metrics, f"{title}: reads no metric"
+    for metric in metrics:
         assert metric in names, f"{title}: {metric} is not exported"
-        assert label_names(parsed) <= names[metric], f"{title}: unknown label in {expr}"
+        assert labels <= names[metric], f"{title}: unknown label in {expr}"
     assert set(re.findall(r"gateway_[a-z0-9_]+", expr)) <= set(names)
 
 
