@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
+from gateway.live import LiveSettings, Reloader
 from gateway.metrics import Metrics
 from gateway.openapi import PATH as OPENAPI_PATH
 from gateway.openapi import describe_deployment, openapi_config
@@ -59,6 +61,7 @@ class Resources:
     catalogue: ProviderCatalogue
     health: Health
     authorizer: Authorizer
+    live: LiveSettings
     routes: list[Route]
     loops: list[Poller | WebhookSender]
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -85,9 +88,10 @@ def build_resources(
 ) -> Resources:
     routes = build_routes(settings, secrets, transports)
     names = [r.name for r in routes]
+    live = LiveSettings(settings)
     store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
-    router = Router(routes, settings.routing, health, metrics=metrics)
+    router = Router(routes, live, health, metrics=metrics)
     create_timeout_s = _longest_create_s(settings)
     webhook_secret = secrets.webhook_secret.get_secret_value() if secrets.webhook_secret else None
     refresher = Refresher(
@@ -125,14 +129,12 @@ def build_resources(
     return Resources(
         service=VideoService(store, router, refresher, idempotent, options, metrics=metrics),
         readiness=Readiness(store.ping, health, names, metrics=metrics),
-        catalogue=ProviderCatalogue(settings, health),
+        catalogue=ProviderCatalogue(live, health),
         health=health,
         authorizer=Authorizer(
-            ClientKeys(secrets.client_keys),
-            RateLimiter(
-                redis, {k.name: k.rate_per_minute for k in settings.auth.keys}, metrics=metrics
-            ),
+            ClientKeys(secrets.client_keys), RateLimiter(redis, live.rate_limits, metrics=metrics)
         ),
+        live=live,
         routes=routes,
         loops=loops,
     )
@@ -170,6 +172,22 @@ def build_routes(
     return routes
 
 
+def _reload_on_hangup(
+    live: LiveSettings, read: Callable[[], Settings] | None, metrics: Metrics
+) -> Callable[[], None]:
+    """Install the ``SIGHUP`` handler (when ``read`` is given); returns its removal."""
+    if read is None:
+        return lambda: None
+    reloader = Reloader(live, read, metrics=metrics)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove
+
+
 def _route_methods(app: Litestar) -> dict[str, set[str]]:
     """Route template → the methods whose duration series start at 0 (none for the OpenAPI
     pages, which are routes too but need no zeros)."""
@@ -187,9 +205,12 @@ def create_app(
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     webhook_transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
+    reload: Callable[[], Settings] | None = None,
 ) -> Litestar:
     """Build the app. ``transports`` lets tests put a provider behind an httpx transport;
-    ``metrics`` defaults to a new registry for the enabled providers."""
+    ``metrics`` defaults to a new registry for the enabled providers. ``reload`` reads the
+    settings again (the same file and overrides): given, ``SIGHUP`` applies what it reads
+    (``gateway.live``)."""
     if metrics is None:
         metrics = Metrics([name for name, p in settings.providers.items() if p.enabled])
     observed = metrics
@@ -207,9 +228,11 @@ def create_app(
         )
         app.state.resources = resources
         await resources.start()
+        hup = _reload_on_hangup(resources.live, reload, observed)
         try:
             yield
         finally:
+            hup()
             await resources.stop()
             await redis.aclose()
             if embedded is not None:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from gateway.config import Settings
 from gateway.health import Circuit, Health
+from gateway.live import LiveSettings
 from gateway.schemas import LatencyMs, ProviderInfo, ProviderList
 
 
 class ProviderCatalogue:
-    def __init__(self, settings: Settings, health: Health) -> None:
-        self._settings = settings
+    def __init__(self, live: LiveSettings, health: Health) -> None:
+        self._live = live
         self._health = health
 
     async def list(self) -> ProviderList:
         snapshot = await self._health.snapshot(fresh=True)
         now = self._health.now()
         data = []
-        for name, cfg in self._settings.providers.items():
+        for name, cfg in self._live.settings.providers.items():
             health = snapshot.get(name)
             data.append(
                 ProviderInfo(

@@ -61,6 +61,9 @@ REDIS_OPERATIONS: Final[tuple[RedisOperation, ...]] = (
 WEBHOOK_OUTCOMES: Final[tuple[WebhookOutcome, ...]] = (
     "delivered", "rejected", "unreachable", "abandoned",
 )  # fmt: skip
+ReloadOutcome = Literal["applied", "refused"]
+"""A config reload (``SIGHUP``): the file's live keys applied, or the file refused."""
+RELOAD_OUTCOMES: Final[tuple[ReloadOutcome, ...]] = ("applied", "refused")
 
 HTTP_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 UPSTREAM_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
@@ -179,6 +182,10 @@ class Metrics:
             "gateway_webhook_deliveries", "Webhook delivery attempts, by outcome", ["outcome"],
             registry=r,
         )  # fmt: skip
+        self._reloads = Counter(
+            "gateway_config_reloads", "Config reloads (SIGHUP), by outcome: applied or "
+            "refused (the running config stays)", ["outcome"], registry=r,
+        )  # fmt: skip
         self._build_info.labels(version=version).set(1)
         self._initialise()
 
@@ -204,6 +211,8 @@ class Metrics:
             self._redis_errors.labels(operation)
         for outcome in WEBHOOK_OUTCOMES:
             self._webhooks.labels(outcome)
+        for reload_outcome in RELOAD_OUTCOMES:
+            self._reloads.labels(reload_outcome)
 
     def routes(self, methods_by_route: Mapping[str, Iterable[str]]) -> None:
         """Declare the app's route templates (the only route labels allowed) and start their
@@ -269,6 +278,9 @@ class Metrics:
 
     def webhook_delivery(self, outcome: WebhookOutcome) -> None:
         self._webhooks.labels(_pick(outcome, WEBHOOK_OUTCOMES)).inc()
+
+    def config_reload(self, outcome: ReloadOutcome) -> None:
+        self._reloads.labels(_pick(outcome, RELOAD_OUTCOMES)).inc()
 
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format (:data:`CONTENT_TYPE`); in multiprocess

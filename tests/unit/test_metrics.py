@@ -34,6 +34,7 @@ def test_every_metric_follows_the_naming_conventions() -> None:
         "gateway_circuit_state": "gauge",
         "gateway_redis_errors": "counter",
         "gateway_webhook_deliveries": "counter",
+        "gateway_config_reloads": "counter",
     }
     for family in families:
         for sample in family.samples:
