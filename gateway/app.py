@@ -31,6 +31,7 @@ from gateway.api import (
 from gateway.auth import Authorizer, ClientKeys
 from gateway.catalogue import ProviderCatalogue
 from gateway.config import Secrets, Settings
+from gateway.drain import Drain
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
@@ -229,9 +230,13 @@ def create_app(
         app.state.resources = resources
         await resources.start()
         hup = _reload_on_hangup(resources.live, reload, observed)
+        drain = Drain(settings.server.drain_s)
+        resources.readiness.draining = lambda: drain.draining
+        undrain = drain.install(asyncio.get_running_loop())
         try:
             yield
         finally:
+            undrain()
             hup()
             await resources.stop()
             await redis.aclose()

@@ -27,14 +27,7 @@ from tests.e2e.conftest import (
 from tests.scrape import Scrape
 
 pytestmark = pytest.mark.e2e
-BODY = {
-    "model": "hailuo-2.3",
-    "tier": "standard",
-    "image_url": "https://example.com/first-frame.png",
-    "prompt": "a lighthouse at dusk",
-    "duration": 6,
-    "resolution": "768P",
-}
+BODY = {"prompt": "a lighthouse at dusk", "image": "https://example.com/first-frame.png"}
 FRESH = {"Authorization": f"Bearer {CLIENT_KEY}", "Connection": "close"}
 
 
@@ -89,9 +82,11 @@ def test_gateway_reload_applies_prices_enabled_flags_and_rate_limits_live(
     assert "server.max_body_bytes" in logs.split("config reloaded", 1)[1]
     assert _prices(gateway) == {"runapi": (True, 0.2), "apiinone": (False, 0.32)}
     with gateway.client() as client:
-        created = client.post("/v1/videos", json={**BODY, "routing": {"providers": ["apiinone"]}})
-        assert created.status_code == 422, created.text  # apiinone is disabled now
-        statuses = [client.get("/v1/providers").status_code for _ in range(4)]
+        created = client.post("/v1/videos", json=BODY)
+        assert (created.json()["provider"], created.json()["price_usd"]) == ("runapi", 0.2)
+        refused = client.post("/v1/videos", json={**BODY, "routing": {"providers": ["apiinone"]}})
+        assert refused.json()["code"] == "unsupported", refused.text  # apiinone is disabled
+        statuses = [client.get("/v1/providers").status_code for _ in range(3)]
     assert 429 in statuses  # 3 a minute now; before the reload, unlimited
     assert gateway.process is not None
     assert gateway.process.pid == pid_before  # the same process: no restart
