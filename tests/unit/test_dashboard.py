@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dashboards.prometheus import substitute
 from tests.unit.promql_names import exported, reads
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "gateway.json"
@@ -19,13 +20,6 @@ VARIABLES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h", "prov
 def dashboard() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     return loaded
-
-
-def substitute(expr: str, variables: dict[str, str]) -> str:
-    """Grafana's ``$name`` variables, longest names first."""
-    for name in sorted(variables, key=len, reverse=True):
-        expr = expr.replace(f"${name}", variables[name])
-    return expr
 
 
 def queries() -> list[tuple[str, str]]:
