@@ -33,6 +33,7 @@ LIVE_KEYS: Final = (
     "providers.*.prices_usd.*",
     "auth.keys.*.rate_per_minute",
     "auth.keys.*.budget_usd",
+    "auth.keys.*.budget_usd.*",
 )
 """Dotted keys (``*``: a provider name, a client's index, a price key) a reload applies."""
 

@@ -25,8 +25,10 @@ changes are still adding to ``gateway/metrics.py``; once exported, the export wi
 
 def exported() -> dict[str, set[str]]:
     """Every sample name the gateway exports → the labels it carries."""
-    metrics = Metrics(["runapi", "apiinone"])
+    metrics = Metrics(["runapi", "apiinone"], clients=["demo"])
     metrics.http_request("unmatched", "GET", 404, 0.01)  # HTTP series start with a request
+    metrics.budget("demo", "day", 1.0, 10.0)  # budget and balance series start once known
+    metrics.provider_balance("runapi", 100.0)
     names: dict[str, set[str]] = {}
     for family in metrics.registry.collect():
         labels = {label for s in family.samples for label in s.labels} - {"le"}

@@ -59,6 +59,12 @@ def test_dashboard_has_the_panels_operators_look_for() -> None:
         "gateway_circuit_state",
         "gateway_tasks_finished_total",
         "gateway_task_time_to_finish_seconds_bucket",
+        "gateway_client_spend_usd_total",
+        "gateway_spend_at_risk_usd_total",
+        "gateway_client_budget_used_usd",
+        "gateway_provider_balance_usd",
+        "gateway_price_routing_saving_usd_total",
+        "gateway_budget_refusals_total",
     ):
         assert needle in text
     quantiles = {

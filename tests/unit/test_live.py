@@ -104,3 +104,17 @@ def test_reloading_an_unchanged_file_changes_nothing() -> None:
     live = LiveSettings(before)
     assert live.apply(settings(config())) == ([], [])
     assert live.settings is before
+
+
+def test_a_client_budget_changes_live() -> None:
+    data = config()
+    data["auth"] = {"keys": [{"name": "demo", "key_env": "GATEWAY_KEY_DEMO"}]}
+    live = LiveSettings(settings(data))
+    data["auth"]["keys"][0]["budget_usd"] = {"day": 5}
+    assert live.apply(settings(data)) == (["auth.keys.0.budget_usd"], [])
+    data["auth"]["keys"][0]["budget_usd"] = {"day": 7, "month": 100}
+    applied, _ = live.apply(settings(data))
+    assert applied == ["auth.keys.0.budget_usd.day", "auth.keys.0.budget_usd.month"]
+    budget = live.settings.auth.keys[0].budget_usd
+    assert budget is not None
+    assert (budget.day, budget.month) == (7, 100)
