@@ -34,6 +34,7 @@ from gateway.router import Router
 from gateway.schemas import Attempt, TaskError
 from gateway.store import Keys, TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
+from gateway.video_copy import CopyQueue
 from gateway.webhooks import new_delivery
 from providers.base import TaskStatus, UpstreamStatus
 from providers.errors import ProviderError
@@ -52,11 +53,12 @@ IN_FLIGHT = 64
 
 
 def callback_urls(public_url: str | None, token: str | None) -> Callable[[str], str] | None:
-    """``{public_url}/v1/callbacks/{provider}/{token}`` for each provider, when public."""
+    """``{public_url}/callbacks/{provider}/{token}`` for each provider, when public (the
+    older ``/v1/callbacks/…`` still answers, for tasks created before the move)."""
     if public_url is None or token is None:
         return None
     base = public_url.rstrip("/")
-    return lambda provider: f"{base}/v1/callbacks/{provider}/{token}"
+    return lambda provider: f"{base}/callbacks/{provider}/{token}"
 
 
 def next_poll_delay(age_s: float, settings: StatusSettings) -> float:
@@ -88,7 +90,9 @@ class Refresher:
         public_url: str | None = None,
         metrics: Metrics,
         budgets: Budgets,
+        copies: CopyQueue | None = None,
     ) -> None:
+        self._copies = copies
         self._metrics = metrics
         self._budgets = budgets
         self._public_url = public_url
@@ -101,7 +105,7 @@ class Refresher:
 
     def due(self, record: TaskRecord) -> bool:
         """Is it time to ask the upstream about this task again?"""
-        if record.is_final or record.provider_task_id is None:
+        if record.is_final or record.provider_task_id is None or record.copy_state is not None:
             return False
         if record.polled_at is None:
             return True
@@ -163,9 +167,16 @@ class Refresher:
                 return resubmitted
         if upstream is not None:
             _apply(record, upstream)
+        if self._copies is not None and self._copies.wants(record):
+            return await self._copies.begin(record)  # completed once its video is stored
         if not record.is_final and time.time() - record.created_at > self._settings.deadline_s:
             record.finish(TaskStatus.FAILED, error=TaskError(
                 code="timeout", message="the task did not finish before the deadline"))  # fmt: skip
+        return await self._store_outcome(record)
+
+    async def finalize(self, record: TaskRecord) -> TaskRecord:
+        """Store a final ``record`` (queues its webhook, counts it) unless the task is final
+        already; the task as stored."""
         return await self._store_outcome(record)
 
     async def _store_outcome(self, record: TaskRecord) -> TaskRecord:
@@ -254,6 +265,7 @@ class Refresher:
 
 def _apply(record: TaskRecord, upstream: UpstreamStatus) -> None:
     if upstream.status is TaskStatus.COMPLETED:
+        record.upstream_video_url = upstream.video_url
         record.finish(TaskStatus.COMPLETED, video_url=upstream.video_url)
     elif upstream.status is TaskStatus.FAILED:
         record.finish(TaskStatus.FAILED, error=TaskError(
@@ -340,8 +352,8 @@ class Poller:
 
     async def _poll(self, task_id: str) -> None:
         record = await self._store.get(task_id)
-        if record is None or record.is_final:
-            await self._store.unschedule(task_id)
+        if record is None or record.is_final or record.copy_state is not None:
+            await self._store.unschedule(task_id)  # a task being copied is the copier's
             return
         age = time.time() - record.created_at
         if record.provider_task_id is None:

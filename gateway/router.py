@@ -151,11 +151,11 @@ class Router:
         candidates: list[Candidate] = []
         for route in self._routes.values():
             cfg = self._config(route)
-            price = cfg.price(job.tier, job.price_key)
+            price = cfg.price(job.model, job.tier, job.price_key)
             if (
                 not cfg.enabled
                 or job.model not in cfg.served_models
-                or (job.mode == "text_to_video" and not cfg.serves_text_to_video)
+                or job.mode not in cfg.modes(job.model)
                 or (_is_data_uri(job.image) and not cfg.takes_data_uri_images)
                 or price is None
                 or (allow is not None and route.name not in allow)

@@ -65,6 +65,10 @@ def test_dashboard_has_the_panels_operators_look_for() -> None:
         "gateway_provider_balance_usd",
         "gateway_price_routing_saving_usd_total",
         "gateway_budget_refusals_total",
+        "gateway_video_copies_total",
+        "gateway_video_copy_bytes_total",
+        "gateway_video_copy_duration_seconds_bucket",
+        "gateway_video_served_bytes_total",
     ):
         assert needle in text
     quantiles = {
