@@ -37,13 +37,13 @@ def test_live_keys_apply_and_the_rest_keep_their_running_values() -> None:
     applied, fixed = live.apply(settings(changed))
 
     assert applied == [
-        "providers.runapi.prices_usd.standard.6s_768P",
+        "providers.runapi.prices_usd.hailuo-2.3.standard.6s_768P",
         "providers.runapi.weight",
         "routing.max_attempts",
     ]
     assert fixed == ["providers.runapi.timeout_s", "redis.url", "server.port"]
     now = live.settings
-    assert now.providers["runapi"].price("standard", "6s_768P") == 0.11
+    assert now.providers["runapi"].price("hailuo-2.3", "standard", "6s_768P") == 0.11
     assert now.providers["runapi"].weight == 3
     assert now.routing.max_attempts == 1
     assert now.server.port == 8080
