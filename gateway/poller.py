@@ -34,6 +34,7 @@ from gateway.router import Placement, Router
 from gateway.schemas import Attempt, TaskError
 from gateway.store import Keys, TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
+from gateway.video_copy import CopyQueue
 from gateway.webhooks import new_delivery
 from providers.base import Provider, TaskStatus, UpstreamStatus, VideoJob
 from providers.errors import ProviderError
@@ -89,8 +90,10 @@ class Refresher:
         public_url: str | None = None,
         metrics: Metrics,
         budgets: Budgets,
+        copies: CopyQueue | None = None,
         create_timeout_s: float = 130.0,
     ) -> None:
+        self._copies = copies
         self._metrics = metrics
         self._budgets = budgets
         self._public_url = public_url
@@ -104,8 +107,14 @@ class Refresher:
 
     def due(self, record: TaskRecord) -> bool:
         """Is it time to ask the upstream about this task again? (Never while a resubmission
-        is in flight: the poller that resubmits owns the task until it is placed.)"""
-        if record.is_final or record.provider_task_id is None or record.resubmitting:
+        is in flight, the poller that resubmits owns the task until it is placed; nor while its
+        video is being copied.)"""
+        if (
+            record.is_final
+            or record.provider_task_id is None
+            or record.resubmitting
+            or record.copy_state is not None
+        ):
             return False
         if record.polled_at is None:
             return True
@@ -148,6 +157,8 @@ class Refresher:
             upstream = None
         if upstream is not None:
             _apply(record, upstream)
+        if self._copies is not None and self._copies.wants(record):
+            return await self._copies.begin(record)  # completed once its video is stored
         if not record.is_final and time.time() - record.created_at > self._settings.deadline_s:
             record.finish(TaskStatus.FAILED, error=TaskError(
                 code="timeout", message="the task did not finish before the deadline"))  # fmt: skip
@@ -192,6 +203,11 @@ class Refresher:
             and record.resubmits < self._settings.resubmit_failed
             and self._settings.background_polling
         )
+
+    async def finalize(self, record: TaskRecord) -> TaskRecord:
+        """Store a final ``record`` (queues its webhook, counts it) unless the task is final
+        already; the task as stored."""
+        return await self._store_outcome(record)
 
     async def _store_outcome(self, record: TaskRecord) -> TaskRecord:
         if not record.is_final:
@@ -360,6 +376,7 @@ def place(record: TaskRecord, placement: Placement) -> None:
 
 def _apply(record: TaskRecord, upstream: UpstreamStatus) -> None:
     if upstream.status is TaskStatus.COMPLETED:
+        record.upstream_video_url = upstream.video_url
         record.finish(TaskStatus.COMPLETED, video_url=upstream.video_url)
     elif upstream.status is TaskStatus.FAILED:
         record.finish(TaskStatus.FAILED, error=TaskError(
@@ -398,7 +415,8 @@ class Poller:
         self._create_timeout_s = create_timeout_s
         self._lease_s = lease_s
         self._limits: dict[str, asyncio.Semaphore] = {}
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], str] = {}
+        """Each poll in flight → the task id it claimed."""
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -415,28 +433,40 @@ class Poller:
                     logger.warning("poll schedule unreachable; retrying")
             for task_id in due:
                 task = asyncio.create_task(self._poll(task_id))
-                self._running.add(task)
+                self._running[task] = task_id
                 task.add_done_callback(self._finished)
             tick = BUSY_TICK_S if due or room <= 0 else IDLE_TICK_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), tick)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("background poll failed", exc_info=task.exception())
 
     async def stop(self) -> None:
-        """Stop claiming work and let the polls in flight finish: one may be a resubmission's
-        paid create, whose answer must be recorded. Those still running after the longest a
-        create can take are cancelled."""
+        """Stop claiming work and let the polls in flight finish (bounded by the longest a create
+        can take): one may be a resubmission's paid create, whose answer must be recorded. Polls
+        still running then are cancelled and their leases handed back: those tasks are due
+        again now, for another instance, instead of when the leases would run out."""
         self._stop.set()
-        running = set(self._running)
-        if running:
-            _, late = await asyncio.wait(running, timeout=self._create_timeout_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        if not self._running:
+            return
+        _, late = await asyncio.wait(set(self._running), timeout=self._create_timeout_s)
+        unfinished = {task: self._running[task] for task in late if task in self._running}
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        if not unfinished:
+            return
+        try:
+            await self._store.hand_back(list(unfinished.values()), time.time())
+        except StoreUnavailable:
+            self._metrics.redis_error("polling")
+            logger.warning(
+                "leases not handed back: redis unreachable; they run out by themselves",
+                extra={"tasks": len(unfinished)},
+            )
 
     async def _poll(self, task_id: str) -> None:
         try:
@@ -450,8 +480,8 @@ class Poller:
 
     async def _poll_once(self, task_id: str) -> None:
         record = await self._store.get(task_id)
-        if record is None or record.is_final:
-            await self._store.unschedule(task_id)
+        if record is None or record.is_final or record.copy_state is not None:
+            await self._store.unschedule(task_id)  # a task being copied is the copier's
             return
         age = time.time() - record.created_at
         if record.provider_task_id is None:
