@@ -104,6 +104,18 @@ class Refresher:
         self._webhooks_enabled = webhooks_enabled
         self._create_timeout_s = create_timeout_s
         self._inflight: dict[str, asyncio.Task[TaskRecord]] = {}
+        self._paying: set[str] = set()
+        """Tasks whose refresh is resubmitting them: a paid create may be in flight."""
+
+    async def stop(self, timeout_s: float) -> None:
+        """At shutdown: cancel the refreshes in flight that are only reading a status, and let
+        those resubmitting a task (a paid create) finish, for at most ``timeout_s``."""
+        paying = [t for task_id, t in self._inflight.items() if task_id in self._paying]
+        for task_id, task in list(self._inflight.items()):
+            if task_id not in self._paying:
+                task.cancel()
+        if paying:
+            await asyncio.wait(paying, timeout=timeout_s)
 
     def due(self, record: TaskRecord) -> bool:
         """Is it time to ask the upstream about this task again? (Never while a resubmission
@@ -254,9 +266,17 @@ class Refresher:
         return await self._store_outcome(record)
 
     async def _resubmit(self, record: TaskRecord, upstream: UpstreamStatus) -> TaskRecord:
-        """Send a failed generation to another provider under the same id. The task is marked
-        ``resubmitting`` (atomically, over the placement read) before the paid call; an
-        instance that loses that race leaves the task alone."""
+        """Send a failed generation to another provider under the same id (see
+        :meth:`_resubmit_marked`); shutdown lets it finish (:meth:`stop`)."""
+        self._paying.add(record.id)  # before any await: a stop sees it or cancels before it
+        try:
+            return await self._resubmit_marked(record, upstream)
+        finally:
+            self._paying.discard(record.id)
+
+    async def _resubmit_marked(self, record: TaskRecord, upstream: UpstreamStatus) -> TaskRecord:
+        """The task is marked ``resubmitting`` (atomically, over the placement read) before the
+        paid call; an instance that loses that race leaves the task alone."""
         failed = Attempt(provider=record.provider or "", outcome="generation_failed",
                          message=(upstream.error_message or "")[:300] or None)  # fmt: skip
         job = record.job
@@ -445,15 +465,13 @@ class Poller:
             logger.error("background poll failed", exc_info=task.exception())
 
     async def stop(self) -> None:
-        """Stop claiming work and let the polls in flight finish (bounded by the longest a create
-        can take): one may be a resubmission's paid create, whose answer must be recorded. Polls
-        still running then are cancelled and their leases handed back: those tasks are due
-        again now, for another instance, instead of when the leases would run out."""
+        """Stop claiming work. Resubmissions in flight (a paid create whose answer must be
+        recorded) finish, for at most the longest a create can take; the other polls are
+        cancelled and their leases handed back: those tasks are due again now, for another
+        instance, instead of when the leases would run out."""
         self._stop.set()
-        if not self._running:
-            return
-        _, late = await asyncio.wait(set(self._running), timeout=self._create_timeout_s)
-        unfinished = {task: self._running[task] for task in late if task in self._running}
+        await self._refresher.stop(self._create_timeout_s)
+        unfinished = {task: task_id for task, task_id in self._running.items() if not task.done()}
         for task in unfinished:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
