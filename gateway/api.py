@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.params import FromPath, HeaderParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import BaseModel
 
@@ -20,9 +21,9 @@ from gateway.health import Health, Readiness
 from gateway.idempotency import HEADER, check_key
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
+from gateway.openai_compat import poll_after, read_create_request
 from gateway.openapi import BEARER_SCHEME
 from gateway.schemas import (
-    CreateVideoRequest,
     Liveness,
     Problem,
     ProviderList,
@@ -39,7 +40,10 @@ MAX_CONTAINERS = 64
 
 async def limit_json_structure(request: Request[Any, Any, Any]) -> None:
     """Refuse bodies with more objects/arrays than any valid request, before decoding them:
-    a deeply nested body would otherwise exhaust the decoder's recursion."""
+    a deeply nested body would otherwise exhaust the decoder's recursion. (A multipart form
+    is bounded by its part count instead: see :mod:`gateway.openai_compat`.)"""
+    if request.content_type[0] == RequestEncodingType.MULTI_PART:
+        return
     body = await request.body()
     outside_strings = JSON_STRING.sub(b"", body)
     if outside_strings.count(b"{") + outside_strings.count(b"[") > MAX_CONTAINERS:
@@ -108,15 +112,21 @@ class VideoController(Controller):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[CreateVideoRequest],
         service: NamedDependency[VideoService],
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(name=HEADER, required=False, description="1–255 printable chars"),
         ] = None,
     ) -> Response[Task]:
+        # The body is read here, not by a typed parameter: it may be JSON or a multipart form
+        # (gateway/openapi.py documents both), and either is validated once, the same way.
+        data = await read_create_request(request)
         outcome = await service.create(current_client(request), data, check_key(idempotency_key))
-        return Response(outcome.task, status_code=200 if outcome.replayed else 202)
+        return Response(
+            outcome.task,
+            status_code=200 if outcome.replayed else 202,
+            headers=poll_after(outcome.task.status.is_final, service.poll_interval_s),
+        )
 
     @get(
         "/{task_id:str}",
@@ -137,8 +147,12 @@ class VideoController(Controller):
     ) -> Response[bytes]:
         # The body is a Task (responses[200] documents it), encoded by the service: final
         # tasks' bytes come from its cache without a model round trip.
-        body = await service.get_json(current_client(request), task_id)
-        return Response(body, media_type=MediaType.JSON)
+        answer = await service.get_json(current_client(request), task_id)
+        return Response(
+            answer.body,
+            media_type=MediaType.JSON,
+            headers=poll_after(answer.final, service.poll_interval_s),
+        )
 
 
 class ProviderController(Controller):

@@ -35,6 +35,7 @@ from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
 from gateway.metrics import Metrics
+from gateway.openai_compat import MAX_FORM_PARTS
 from gateway.openapi import PATH as OPENAPI_PATH
 from gateway.openapi import describe_deployment, openapi_config
 from gateway.poller import Poller, Refresher
@@ -107,6 +108,7 @@ def build_resources(
         webhooks_enabled=webhook_secret is not None,
         create_timeout_s=create_timeout_s,
         first_poll_s=settings.status.poll_interval_s,
+        expected_render_s=settings.status.expected_render_s,
     )
     loops: list[Poller | WebhookSender] = []
     if settings.status.background_polling:
@@ -246,6 +248,7 @@ def create_app(
         exception_handlers=exception_handlers(),
         openapi_config=openapi_config(),
         request_max_body_size=settings.server.max_body_bytes,
+        multipart_form_part_limit=MAX_FORM_PARTS,
         logging_config=None,  # logging is configured once, by the CLI
         debug=False,
     )

@@ -212,10 +212,13 @@ class Task(BaseModel):
     id: str
     object: Literal["video"] = "video"
     status: TaskStatus
+    progress: int = Field(ge=0, le=100, description="0–100; 100 once completed")
     model: str
     tier: Tier
     duration: Duration
     resolution: Resolution
+    seconds: str = Field(description="The OpenAI Videos API's spelling of duration")
+    size: str = Field(description="The OpenAI Videos API's spelling of resolution")
     mode: Mode
     provider: str | None
     provider_task_id: str | None

@@ -52,6 +52,16 @@ class ServiceOptions:
     create_timeout_s: float
     """An upper bound on one create; the poller checks an unfinished create after it."""
     first_poll_s: float
+    expected_render_s: float | None = None
+    """Recorded on each task for its ``progress`` estimate (``status.expected_render_s``)."""
+
+
+@dataclass(frozen=True)
+class TaskJson:
+    """A task's public JSON, and whether the task is final (its answer never changes)."""
+
+    body: bytes
+    final: bool
 
 
 class VideoService:
@@ -88,7 +98,7 @@ class VideoService:
         )
         record = TaskRecord.new(
             client, job, webhook_url=request.webhook_url, metadata=request.metadata,
-            routing=request.routing,
+            routing=request.routing, expected_render_s=self._options.expected_render_s,
         )  # fmt: skip
         if self._options.public_url:
             record.callback_token = secrets.token_urlsafe(24)
@@ -193,17 +203,22 @@ class VideoService:
             else:
                 return
 
+    @property
+    def poll_interval_s(self) -> float:
+        """How often an unfinished task's upstream is asked: what clients should poll at."""
+        return self._options.first_poll_s
+
     def cached_final(self, task_id: str) -> FinalTask | None:
         """A final task this process has answered before (see :mod:`gateway.shortcut`)."""
         return self._final.get(task_id)
 
-    async def get_json(self, client: str, task_id: str) -> bytes:
+    async def get_json(self, client: str, task_id: str) -> TaskJson:
         """The task's public view (:class:`~gateway.schemas.Task`) as the JSON body of the
         answer, refreshed from its upstream when a poll is due. A final task is answered from
         this process's :class:`~gateway.cache.FinalTasks` once it has been read."""
         cached = self._final.get(task_id)
         if cached is not None and cached.client == client:
-            return cached.body
+            return TaskJson(cached.body, final=True)
         record = await self._store.get(task_id) if TASK_ID.match(task_id) else None
         if record is None or record.client != client:
             raise NotFound(f"no task {task_id}")
@@ -214,7 +229,7 @@ class VideoService:
             self._final.put(
                 record.id, FinalTask(record.client, body, self._store.expires_at(record))
             )
-        return body
+        return TaskJson(body, final=record.is_final)
 
     async def callback(self, provider: str, token: str) -> None:
         """An upstream says a task changed. Only a hint: the status is read from the upstream,

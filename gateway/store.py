@@ -23,6 +23,7 @@ from redis.retry import Retry
 
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
+from gateway.progress import progress
 from gateway.schemas import Attempt, Mode, Problem, RoutingOverrides, Task, TaskError
 from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
 
@@ -155,6 +156,10 @@ class TaskRecord(BaseModel):
     """The request's routing overrides, kept for a resubmission."""
     resubmits: int = 0
     callback_token: str | None = None
+    expected_render_s: float | None = None
+    """``status.expected_render_s`` when the task was created: its ``progress`` estimate."""
+    upstream_progress: int | None = None
+    """The upstream's own progress figure, where it reports one."""
 
     @classmethod
     def new(
@@ -165,10 +170,12 @@ class TaskRecord(BaseModel):
         webhook_url: str | None,
         metadata: dict[str, str],
         routing: RoutingOverrides | None = None,
+        expected_render_s: float | None = None,
     ) -> TaskRecord:
         created = now_s()
         return cls(
             routing=routing,
+            expected_render_s=expected_render_s,
             id=new_task_id(),
             client=client,
             job=job,
@@ -209,10 +216,18 @@ class TaskRecord(BaseModel):
         return Task.model_construct(
             id=self.id,
             status=self.status,
+            progress=progress(
+                self.status,
+                age_s=time.time() - self.created_at,
+                expected_render_s=self.expected_render_s,
+                upstream=self.upstream_progress,
+            ),
             model=self.model,
             tier=self.tier,
             duration=self.duration,
             resolution=self.resolution,
+            seconds=str(self.duration),
+            size=self.resolution,
             mode=self.mode,
             provider=self.provider,
             provider_task_id=self.provider_task_id,
