@@ -6,12 +6,12 @@ import contextlib
 import re
 from typing import Annotated, Any
 
-from litestar import Controller, MediaType, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+from litestar.params import FromPath, HeaderParameter, Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import BaseModel
 
 from gateway.auth import current_client, require_client
@@ -19,6 +19,7 @@ from gateway.catalogue import ProviderCatalogue
 from gateway.errors import PROBLEM_JSON, BadBody, StoreUnavailable
 from gateway.health import Health, Readiness
 from gateway.idempotency import HEADER, check_key
+from gateway.listing import DEFAULT_LIMIT, MAX_LIMIT, Order, TaskListing
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.openai_compat import poll_after, read_create_request
@@ -29,6 +30,8 @@ from gateway.schemas import (
     ProviderList,
     ReadinessReport,
     Task,
+    TaskDeleted,
+    TaskList,
 )
 from gateway.service import VideoService
 
@@ -153,6 +156,54 @@ class VideoController(Controller):
             media_type=MediaType.JSON,
             headers=poll_after(answer.final, service.poll_interval_s),
         )
+
+    @get(
+        "/",
+        summary="List this key's tasks, newest first (cursor pagination)",
+        responses={
+            200: _ok(TaskList, "One page of tasks"),
+            **MALFORMED,
+            **GUARDED,
+            422: _problem("invalid_request: limit, order or after is not valid"),
+            **STORE_DOWN,
+        },
+    )
+    async def list_tasks(
+        self,
+        request: Request[Any, Any, Any],
+        listing: NamedDependency[TaskListing],
+        after: Annotated[
+            str | None, Parameter(description="The last id of the previous page")
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        order: Annotated[Order, Parameter(description="By creation time")] = "desc",
+    ) -> Response[bytes]:
+        page = await listing.page(current_client(request), after=after, limit=limit, order=order)
+        return Response(page.model_dump_json().encode(), media_type=MediaType.JSON)
+
+    @delete(
+        "/{task_id:str}",
+        status_code=HTTP_200_OK,
+        summary="Delete a task and its stored video",
+        description=(
+            "A task that is not final keeps running at its reseller, which bills it if it "
+            "completes; the gateway only forgets it."
+        ),
+        responses={
+            200: _ok(TaskDeleted, "Deleted"),
+            **MALFORMED,
+            **GUARDED,
+            404: _problem("not_found: no such task for this key"),
+            **STORE_DOWN,
+        },
+    )
+    async def delete_task(
+        self,
+        request: Request[Any, Any, Any],
+        task_id: FromPath[str],
+        listing: NamedDependency[TaskListing],
+    ) -> TaskDeleted:
+        return await listing.delete(current_client(request), task_id)
 
 
 class ProviderController(Controller):

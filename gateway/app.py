@@ -28,12 +28,15 @@ from gateway.api import (
     upstream_callback,
 )
 from gateway.auth import ClientKeys
+from gateway.cache import FinalTasks
 from gateway.catalogue import ProviderCatalogue
 from gateway.config import Secrets, Settings
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
+from gateway.invalidation import Invalidations
+from gateway.listing import TaskIndex, TaskListing
 from gateway.metrics import Metrics
 from gateway.openai_compat import MAX_FORM_PARTS
 from gateway.openapi import PATH as OPENAPI_PATH
@@ -61,7 +64,8 @@ class Resources:
     health: Health
     rate_limiter: RateLimiter
     routes: list[Route]
-    loops: list[Poller | WebhookSender]
+    listing: TaskListing
+    loops: list[Poller | WebhookSender | Invalidations]
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -110,7 +114,12 @@ def build_resources(
         first_poll_s=settings.status.poll_interval_s,
         expected_render_s=settings.status.expected_render_s,
     )
-    loops: list[Poller | WebhookSender] = []
+    final = FinalTasks()
+    invalidations = Invalidations(redis, final, metrics=metrics)
+    listing = TaskListing(
+        store, TaskIndex(redis, ttl_s=store.ttl_s), final, invalidations, metrics=metrics
+    )
+    loops: list[Poller | WebhookSender | Invalidations] = [invalidations]
     if settings.status.background_polling:
         slowest_status = max((r.config.timeout_s for r in routes), default=30.0)
         lease_s = slowest_status + 10
@@ -124,7 +133,17 @@ def build_resources(
             settings.server.port, metrics=metrics, transport=webhook_transport,
         ))  # fmt: skip
     return Resources(
-        service=VideoService(store, router, refresher, idempotent, options, metrics=metrics),
+        service=VideoService(
+            store,
+            router,
+            refresher,
+            idempotent,
+            options,
+            metrics=metrics,
+            final_tasks=final,
+            on_accepted=listing.indexed,
+        ),
+        listing=listing,
         readiness=Readiness(store.ping, health, names, metrics=metrics),
         catalogue=ProviderCatalogue(settings, health),
         health=health,
@@ -215,6 +234,10 @@ def create_app(
         resources: Resources = state.resources
         return resources.service
 
+    def listing(state: State) -> TaskListing:
+        resources: Resources = state.resources
+        return resources.listing
+
     def readiness(state: State) -> Readiness:
         resources: Resources = state.resources
         return resources.readiness
@@ -240,6 +263,7 @@ def create_app(
         state=State({"client_keys": ClientKeys(secrets.client_keys)}),
         dependencies={
             "service": Provide(service, sync_to_thread=False),
+            "listing": Provide(listing, sync_to_thread=False),
             "readiness": Provide(readiness, sync_to_thread=False),
             "catalogue": Provide(catalogue, sync_to_thread=False),
             "health": Provide(health, sync_to_thread=False),

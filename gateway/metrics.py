@@ -37,7 +37,9 @@ from providers import errors as perr
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 Operation = Literal["create", "status"]
-RedisOperation = Literal["ping", "health", "tasks", "idempotency", "polling", "webhooks"]
+RedisOperation = Literal[
+    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "listing", "invalidation"
+]
 """Which part of the gateway met a Redis error."""
 WebhookOutcome = Literal["delivered", "rejected", "unreachable", "abandoned"]
 """One delivery attempt: a 2xx; a non-2xx answer; a timeout or connection error. ``abandoned``:
@@ -54,7 +56,7 @@ RESOLUTIONS: Final = ("768P", "1080P")
 FINAL_STATUSES: Final = ("completed", "failed")
 CIRCUIT_VALUES: Final[Mapping[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 REDIS_OPERATIONS: Final[tuple[RedisOperation, ...]] = (
-    "ping", "health", "tasks", "idempotency", "polling", "webhooks",
+    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "listing", "invalidation",
 )  # fmt: skip
 WEBHOOK_OUTCOMES: Final[tuple[WebhookOutcome, ...]] = (
     "delivered", "rejected", "unreachable", "abandoned",

@@ -232,6 +232,24 @@ class Task(BaseModel):
     completed_at: int | None = None
 
 
+class TaskList(BaseModel):
+    """``GET /v1/videos``: one page of the client's tasks (the OpenAI list envelope)."""
+
+    object: Literal["list"] = "list"
+    data: list[Task]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class TaskDeleted(BaseModel):
+    """``DELETE /v1/videos/{id}``."""
+
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: Literal[True] = True
+
+
 class FieldError(BaseModel):
     field: str
     message: str

@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.cache import FinalTask, FinalTasks
@@ -75,7 +75,11 @@ class VideoService:
         *,
         metrics: Metrics,
         final_tasks: FinalTasks | None = None,
+        on_accepted: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_accepted(client, task id)`` runs once an upstream took a task and it is
+        recorded (the client's task list, :mod:`gateway.listing`); it must not raise."""
+        self._on_accepted = on_accepted
         self._metrics = metrics
         self._final = final_tasks if final_tasks is not None else FinalTasks()
         self._store = store
@@ -163,6 +167,8 @@ class VideoService:
         self._metrics.task_created(
             record.provider, record.tier, record.resolution, record.price_usd
         )
+        if self._on_accepted is not None:
+            await self._on_accepted(record.client, record.id)
         logger.info(
             "task accepted",
             extra={
@@ -219,6 +225,7 @@ class VideoService:
         cached = self._final.get(task_id)
         if cached is not None and cached.client == client:
             return TaskJson(cached.body, final=True)
+        epoch = self._final.epoch
         record = await self._store.get(task_id) if TASK_ID.match(task_id) else None
         if record is None or record.client != client:
             raise NotFound(f"no task {task_id}")
@@ -227,7 +234,9 @@ class VideoService:
         body = record.public().model_dump_json().encode()
         if record.is_final:
             self._final.put(
-                record.id, FinalTask(record.client, body, self._store.expires_at(record))
+                record.id,
+                FinalTask(record.client, body, self._store.expires_at(record)),
+                epoch=epoch,
             )
         return TaskJson(body, final=record.is_final)
 

@@ -116,6 +116,20 @@ class Keys:
     def rate(client: str) -> str:
         return f"{KEY_PREFIX}:rate:{client}"
 
+    @staticmethod
+    def client_tasks(client: str) -> str:
+        """The client's task ids by creation time (``GET /v1/videos``); one hash slot per
+        client, shared with :meth:`client_deleted` (one script touches both)."""
+        return f"{KEY_PREFIX}:{{c:{client}}}:tasks"
+
+    @staticmethod
+    def client_deleted(client: str) -> str:
+        """Ids the client deleted, by creation time: a deleted id stays a list cursor."""
+        return f"{KEY_PREFIX}:{{c:{client}}}:deleted"
+
+    DELETED_TASKS = f"{KEY_PREFIX}:events:deleted"
+    """Pub/sub channel: a task id was deleted (every instance drops it from its memory)."""
+
 
 def new_task_id() -> str:
     """``vid_`` + 26 base32 characters of 128 random bits: opaque, URL-safe, unguessable."""
@@ -358,6 +372,31 @@ class TaskStore:
             return TaskRecord.model_validate_json(raw)
         except ValidationError as exc:
             raise RuntimeError(f"unreadable task record {task_id}") from exc
+
+    async def get_many(self, task_ids: list[str]) -> list[TaskRecord | None]:
+        """Several tasks in one round trip (one GET each: the keys live in many hash slots)."""
+        async with self._translated(), self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.get(Keys.task(task_id))
+            raws = await pipe.execute()
+        records: list[TaskRecord | None] = []
+        for task_id, raw in zip(task_ids, raws, strict=True):
+            try:
+                records.append(None if raw is None else TaskRecord.model_validate_json(raw))
+            except ValidationError as exc:
+                raise RuntimeError(f"unreadable task record {task_id}") from exc
+        return records
+
+    async def delete(self, record: TaskRecord) -> bool:
+        """Remove a task, its callback token and its poll schedule entry. False when it was
+        already gone (deleted by a concurrent request, or expired)."""
+        async with self._translated(), self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(Keys.task(record.id))
+            pipe.zrem(Keys.POLL_DUE, record.id)
+            if record.callback_token:
+                pipe.delete(Keys.callback(record.callback_token))
+            deleted, *_ = await pipe.execute()
+        return int(deleted) == 1
 
     async def task_for_callback(self, token: str) -> str | None:
         async with self._translated():

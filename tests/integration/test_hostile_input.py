@@ -19,8 +19,8 @@ def body(**fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("TRACE", "/v1/videos", {"POST"}),
-        ("DELETE", "/v1/videos/vid_x", {"GET"}),
+        ("TRACE", "/v1/videos", {"GET", "POST"}),
+        ("PATCH", "/v1/videos/vid_x", {"GET", "DELETE"}),
         ("PUT", "/v1/providers", {"GET"}),
         ("GET", "/v1/callbacks/runapi/t", {"POST"}),
         ("POST", "/healthz", {"GET"}),
