@@ -30,13 +30,16 @@ from litestar.enums import RequestEncodingType
 from pydantic import ValidationError
 
 from gateway.errors import BadBody, InvalidRequest
-from gateway.schemas import MAGIC, MAX_IMAGE_BYTES, CreateVideoRequest, FieldError
+from gateway.schemas import MAGIC, MAX_IMAGE_BASE64, CreateVideoRequest, FieldError
 
 MAX_FORM_PARTS = 64
 """Parts one create form may hold (a valid one has fewer than 45: the fields, 16 metadata
 entries, 16 routing providers)."""
 MAX_FORM_DEPTH = 2
 """``routing[providers][]`` is the deepest form key a valid request needs."""
+LARGEST_UPLOAD = 3 * (MAX_IMAGE_BASE64 // 4)
+"""The most bytes a data URI the model accepts can carry (10 MiB, rounded up to whole base64
+groups); only that much of an upload is read."""
 SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
 """OpenAI's ``WIDTHxHEIGHT`` sizes (``1280x720``); ``768P``/``1080P`` are taken as well."""
 _SIZE = re.compile(SIZE_PATTERN)
@@ -206,8 +209,7 @@ async def _form_value(key: str, value: Any) -> Any:
         return value
     if key != "input_reference":
         raise InvalidRequest.field(key, "must be a form field, not a file")
-    # One byte more than the largest image: the model then refuses it as too large.
-    data = await value.read(MAX_IMAGE_BYTES + 1)
+    data = await value.read(LARGEST_UPLOAD + 1)  # the model refuses one byte more as too large
     return UploadedImage(f"data:image/{_image_type(value, data)};base64,"
                          f"{base64.b64encode(data).decode()}")  # fmt: skip
 
