@@ -28,7 +28,6 @@ from litestar.openapi.spec import (
 )
 
 from gateway.config import Settings
-from gateway.openai_compat import SIZE_PATTERN
 from gateway.schemas import (
     DATA_URI_PATTERNS,
     HTTP_URL_PATTERN,
@@ -52,6 +51,10 @@ SIX, TEN = rf"^{_WS}6{_WS}$", rf"^{_WS}10{_WS}$"
 R768, R1080 = rf"^{_WS}768[pP]{_WS}$", rf"^{_WS}1080[pP]{_WS}$"
 LARGE_SIZE = rf"^{_AT_LEAST_1080}x{_AT_LEAST_1080}$"
 """``WIDTHxHEIGHT`` read as 1080P: both sides at least 1080."""
+_BELOW_1080 = r"(?:[1-9][0-9]{0,2}|10[0-7][0-9])"
+_SIDE = r"[1-9][0-9]{0,4}"
+SMALL_SIZE = rf"^(?:{_BELOW_1080}x{_SIDE}|{_SIDE}x{_BELOW_1080})$"
+"""``WIDTHxHEIGHT`` read as 768P: a side under 1080."""
 POSITIVE_DECIMAL = (
     r"^(?:[0-9]{0,9}[1-9][0-9]{0,9}(?:\.[0-9]{1,9})?|[0-9]{1,9}\.[0-9]{0,8}[1-9][0-9]{0,8})$"
 )
@@ -97,46 +100,42 @@ def _seconds(form: bool) -> tuple[Schema, Schema]:
 
 def _sizes() -> tuple[Schema, Schema]:
     """(768P, 1080P) as ``size`` spells them."""
-    small = Schema(all_of=[_str(SIZE_PATTERN), Schema(schema_not=_str(LARGE_SIZE))])
-    return Schema(any_of=[_str(R768), small]), Schema(any_of=[_str(R1080), _str(LARGE_SIZE)])
+    return (
+        Schema(any_of=[_str(R768), _str(SMALL_SIZE)]),
+        Schema(any_of=[_str(R1080), _str(LARGE_SIZE)]),
+    )
 
 
 def _rules(form: bool) -> list[Schema]:
-    """What no property alone says: no 10 s at 1080P; two spellings agree; one image."""
+    """What no property alone says: no 10 s at 1080P; two spellings agree; one image. Written
+    with ``anyOf`` alone (a property only constrains a member that is present), not
+    ``not``/``if``: schemathesis cannot check a generated file against those."""
     six, ten = _seconds(form)
     size_768, size_1080 = _sizes()
-    ten_1080 = [
-        Schema(schema_not=Schema(required=[d, r], properties={d: ten, r: big}))
+    small = {"resolution": _str(R768), "size": size_768}
+    not_ten_at_1080 = [
+        Schema(any_of=[Schema(properties={d: six}), Schema(properties={r: small[r]})])
         for d in ("duration", "seconds")
-        for r, big in (("resolution", _str(R1080)), ("size", size_1080))
+        for r in ("resolution", "size")
     ]
     agree = [
-        _agree("duration", "seconds", [(six, six), (ten, ten)]),
-        _agree("resolution", "size", [(_str(R768), size_768), (_str(R1080), size_1080)]),
-    ]
-    image_twice = ["input_reference", "input_reference[image_url]"] if form else ["input_reference"]
-    one_image = [
+        Schema(any_of=[Schema(properties={"duration": a, "seconds": a}) for a in (six, ten)]),
         Schema(
-            schema_not=Schema(
-                required=["image", other],
-                properties={
-                    "image": Schema(type=STRING),
-                    other: Schema(schema_not=Schema(type=NULL)),
-                },
-            )
-        )
-        for other in image_twice
+            any_of=[
+                Schema(properties={"resolution": _str(R768), "size": size_768}),
+                Schema(properties={"resolution": _str(R1080), "size": size_1080}),
+            ]
+        ),
     ]
-    if form:
-        one_image.append(Schema(schema_not=Schema(required=image_twice)))
-    return [*ten_1080, *agree, *one_image]
-
-
-def _agree(ours: str, theirs: str, pairs: list[tuple[Schema, Schema]]) -> Schema:
-    return Schema(
-        schema_if=Schema(required=[ours, theirs]),
-        then=Schema(any_of=[Schema(properties={ours: a, theirs: b}) for a, b in pairs]),
-    )
+    # JSON's null counts as absent; a form value is never null, so there it means "absent".
+    absent = Schema(type=NULL)
+    images = ["image", "input_reference", *(["input_reference[image_url]"] if form else [])]
+    one_image = [
+        Schema(any_of=[Schema(properties={a: absent}), Schema(properties={b: absent})])
+        for i, a in enumerate(images)
+        for b in images[i + 1 :]
+    ]
+    return [*not_ten_at_1080, *agree, *one_image]
 
 
 def _common(settings: Settings, *, form: bool, webhooks: bool) -> dict[str, Schema | Reference]:
