@@ -86,8 +86,8 @@ class VideoController(Controller):
     # The client comes from current_client(request), not a dependency: Litestar resolves two
     # or more dependencies of one handler in an anyio task group, which cost ~15% of a lookup.
 
-    # Registered first (a controller registers its handlers by name): Litestar 2's own OPTIONS handler names only the
-    # methods registered before it on a path (litestar-org/litestar#4169, fixed in 3).
+    # Registered first (a controller registers its handlers by name): Litestar 2's own OPTIONS
+    # handler names only the methods registered before it (litestar-org/litestar#4169).
     @route(["/", "/{task_id:str}"], http_method=HttpMethod.OPTIONS, include_in_schema=False)
     async def allow(self, request: Request[Any, Any, Any]) -> Response[None]:
         template = request.scope.get("path_template")
@@ -173,7 +173,7 @@ class VideoController(Controller):
             200: _ok(TaskList, "One page of tasks"),
             **MALFORMED,
             **GUARDED,
-            422: _problem("invalid_request: limit, order or after is not valid"),
+            422: _problem("invalid_request: limit or order is not valid"),
             **STORE_DOWN,
         },
     )

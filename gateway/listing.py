@@ -10,7 +10,8 @@ tasks; a member whose record expired or was lost is dropped when a page meets it
 Pages are cut by cursor: ``after`` is a task id, and the page holds the tasks that sort after
 it (by time, then id) in the asked order. A deleted id stays a valid cursor: deletion moves it
 into a second set of the same hash slot (``Keys.client_deleted``), so a client that deletes
-every task of a page can still ask for the next one.
+every task of a page can still ask for the next one. A cursor that is none of the client's
+tasks (another client's, expired, made up) gives an empty page.
 
 Deleting a task removes its stored copy (when the storage feature provides one), its record,
 callback token, poll schedule entry and index entry, and tells every instance to forget its
@@ -29,7 +30,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from gateway.cache import FinalTasks
-from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
+from gateway.errors import NotFound, StoreUnavailable
 from gateway.invalidation import Invalidations
 from gateway.metrics import Metrics
 from gateway.schemas import TaskDeleted, TaskList
@@ -116,14 +117,12 @@ class TaskIndex:
             await pipe.execute()
 
     async def page(self, client: str, after: str | None, count: int, order: Order) -> list[str]:
-        """Up to ``count`` ids after ``after``; InvalidRequest naming ``after`` when it is not
-        one of the client's tasks (live or deleted) within the TTL."""
+        """Up to ``count`` ids after ``after``; none when ``after`` is not one of the client's
+        tasks (live or deleted) within the TTL: nothing is known to come after it."""
         keys = [Keys.client_tasks(client), Keys.client_deleted(client)]
         async with translated():
             raw = await self._page(keys=keys, args=[after or "", count, int(order == "desc")])
-        if raw is None:
-            raise InvalidRequest.field("after", "not one of this key's tasks")
-        return _ids(raw)
+        return [] if raw is None else _ids(raw)
 
     async def remove(self, client: str, task_id: str) -> None:
         keys = [Keys.client_tasks(client), Keys.client_deleted(client)]

@@ -127,8 +127,8 @@ def _rules(form: bool) -> list[Schema]:
             ]
         ),
     ]
-    # JSON's null counts as absent; a form value is never null, so there it means "absent".
-    absent = Schema(type=NULL)
+    # JSON's null counts as absent; a form field is absent or a string (``not {}``: none).
+    absent = Schema(schema_not=Schema()) if form else Schema(type=NULL)
     images = ["image", "input_reference", *(["input_reference[image_url]"] if form else [])]
     one_image = [
         Schema(any_of=[Schema(properties={a: absent}), Schema(properties={b: absent})])
