@@ -236,14 +236,14 @@ def nest(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
         name, subs = (match["name"], _SUB.findall(match["subs"])) if match else (key, [])
         if len(subs) > MAX_FORM_DEPTH or "" in subs[:-1]:
             raise InvalidRequest.field(key, "nested deeper than any field of this request")
-        _insert(root, [name, *subs], value, key)
+        _insert(root, [name, *subs], value, key, is_list=bool(subs) and subs[-1] == "")
     return root
 
 
-def _insert(root: dict[str, Any], path: list[str], value: Any, key: str) -> None:
+def _insert(root: dict[str, Any], path: list[str], value: Any, key: str, *, is_list: bool) -> None:
     node = root
     *parents, last = path
-    if last == "":  # ``a[b][]``: one more item of the list at ``a[b]``
+    if is_list:  # ``a[b][]``: one more item of the list at ``a[b]``
         *parents, last = parents
         existing = _child(node, parents, key).setdefault(last, [])
         if not isinstance(existing, list):

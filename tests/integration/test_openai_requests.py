@@ -233,3 +233,8 @@ async def test_a_2_gb_upload_is_refused_413_without_being_read(h: Harness, decla
 @pytest.fixture
 async def h(harness: Harness) -> Harness:
     return harness
+
+
+async def test_a_part_with_an_empty_name_is_an_unknown_field_not_a_crash(h: Harness) -> None:
+    response = await post_form(h, {"prompt": PROMPT, "image": IMAGE, "": ""})
+    assert fields_named(response) == [""]
