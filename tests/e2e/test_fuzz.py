@@ -76,7 +76,8 @@ def valid_request_is_never_invalid_request(
 def _uploaded_bytes_refused(response: schemathesis.Response) -> bool:
     """An uploaded ``input_reference`` file whose bytes are no png/jpeg/webp image: a schema
     cannot say what a file must hold (``format: binary``), so generated files are noise."""
-    content_type = str(response.request.headers.get("Content-Type", ""))
+    raw = response.request.headers.get("Content-Type", "")
+    content_type = raw.decode() if isinstance(raw, bytes) else raw
     if not content_type.startswith("multipart/form-data"):
         return False
     errors = json.loads(response.content).get("errors") or []
