@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from typing import Annotated, Any
 
@@ -10,11 +11,12 @@ from litestar import Controller, HttpMethod, MediaType, Request, Response, delet
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, Parameter
+from litestar.params import FromPath, HeaderParameter, Parameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import BaseModel
 
 from gateway.auth import current_client, require_client
+from gateway.budgets import Budgets, PeriodKind
 from gateway.catalogue import ProviderCatalogue
 from gateway.errors import PROBLEM_JSON, BadBody, StoreUnavailable
 from gateway.health import Health, Readiness
@@ -32,10 +34,14 @@ from gateway.schemas import (
     Task,
     TaskDeleted,
     TaskList,
+    Usage,
 )
 from gateway.service import VideoService
+from gateway.usage import usage
 
 JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+MAX_CHALLENGE = 1024
+"""The longest challenge echoed back (MiniMax's are short tokens)."""
 MAX_CONTAINERS = 64
 """Objects and arrays one create body may hold. A valid body has a handful (``metadata``,
 ``routing``); the cap also bounds nesting depth, which the JSON decoder does not."""
@@ -107,6 +113,10 @@ class VideoController(Controller):
             202: _ok(Task, "An upstream reseller accepted the task"),
             400: _problem("invalid_request: the body is not a JSON object, or nests too deep"),
             **GUARDED,
+            402: _problem(
+                "budget_exceeded: this key's day or month budget cannot cover the price; nothing "
+                "was sent; Retry-After: the period's end"
+            ),
             409: _problem("idempotency_key_in_use: the first request with this key is running"),
             413: _problem("payload_too_large: the body is over server.max_body_bytes"),
             422: _problem(
@@ -234,12 +244,52 @@ class ProviderController(Controller):
         return await catalogue.list()
 
 
+class UsageController(Controller):
+    path = "/v1/usage"
+    tags = ["usage"]
+    guards = [require_client]
+    security = BEARER
+
+    @get(
+        "/",
+        summary="This key's spend, reservations and budget in the current UTC day or month",
+        responses={
+            200: _ok(Usage, "The calling client's usage"),
+            **MALFORMED,
+            **GUARDED,
+            422: _problem("invalid_request: period is not day or month"),
+            **STORE_DOWN,
+        },
+    )
+    async def read_usage(
+        self,
+        request: Request[Any, Any, Any],
+        budgets: NamedDependency[Budgets],
+        period: Annotated[
+            PeriodKind, QueryParameter(description="day (default) or month, in UTC")
+        ] = "day",
+    ) -> Usage:
+        return await usage(budgets, current_client(request), period)
+
+
+class Challenge(BaseModel):
+    """MiniMax's handshake: its first POST to a callback URL, echoed back as it came."""
+
+    challenge: str
+
+
 @post(
-    "/v1/callbacks/{provider:str}/{token:str}",
-    status_code=HTTP_204_NO_CONTENT,
+    ["/callbacks/{provider:str}/{token:str}", "/v1/callbacks/{provider:str}/{token:str}"],
+    status_code=HTTP_200_OK,  # a challenge's echo; every other callback answers 204
     tags=["callbacks"],
     summary="Upstream task callbacks (a hint: the status is re-read from the upstream)",
+    description=(
+        "Where resellers report progress: /callbacks/{provider}/{token}; the older "
+        '/v1/callbacks/… path answers the same. A body {"challenge": "…"} is '
+        "echoed back (MiniMax's handshake); any other body is never read."
+    ),
     responses={
+        200: _ok(Challenge, "A challenge, echoed back"),
         204: ResponseSpec(data_container=None, description="Noted: the task's status is re-read"),
         **MALFORMED,
         404: _problem("not_found: no task has this callback token for this provider"),
@@ -247,20 +297,44 @@ class ProviderController(Controller):
     },
 )
 async def upstream_callback(
-    provider: FromPath[str], token: FromPath[str], service: NamedDependency[VideoService]
-) -> None:
-    # No bearer key: resellers cannot send ours. The unguessable per-task token is the check,
-    # and the body is never read, so a forged callback can at most trigger one status read.
-    await service.callback(provider, token)
+    request: Request[Any, Any, Any],
+    provider: FromPath[str],
+    token: FromPath[str],
+    service: NamedDependency[VideoService],
+) -> Response[Any]:
+    # No bearer key: resellers cannot send ours. The unguessable per-task token is the check.
+    # The body is read only for a challenge, which is echoed; a status body is never trusted,
+    # so a forged callback can at most trigger one status read.
+    challenge = read_challenge(await request.body())
+    await service.callback(provider, token, hint=challenge is None)
+    if challenge is not None:
+        return Response(Challenge(challenge=challenge), status_code=200)
+    return Response(None, status_code=HTTP_204_NO_CONTENT)
+
+
+def read_challenge(body: bytes) -> str | None:
+    """The ``challenge`` of a handshake body ``{"challenge": "…"}``, else None."""
+    if not body.lstrip().startswith(b"{") or b"challenge" not in body:
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return None
+    value = parsed.get("challenge") if isinstance(parsed, dict) else None
+    return value if isinstance(value, str) and len(value) <= MAX_CHALLENGE else None
 
 
 @get("/metrics", include_in_schema=False, media_type=METRICS_CONTENT_TYPE)
 async def scrape_metrics(
-    metrics: NamedDependency[Metrics], health: NamedDependency[Health]
+    metrics: NamedDependency[Metrics],
+    health: NamedDependency[Health],
+    budgets: NamedDependency[Budgets],
 ) -> Response[bytes]:
     """Prometheus text format. No key: operators restrict it at the network level."""
     with contextlib.suppress(StoreUnavailable):
         await health.snapshot()  # circuit gauges as every instance sees them (counted if down)
+    with contextlib.suppress(StoreUnavailable):
+        await budgets.observe()  # each client's budget use, as Redis holds it (counted if down)
     return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 

@@ -21,34 +21,43 @@ from redis.asyncio import Redis
 from gateway.access import RequestObserver
 from gateway.api import (
     ProviderController,
+    UsageController,
     VideoController,
     healthz,
     readyz,
     scrape_metrics,
     upstream_callback,
 )
-from gateway.auth import ClientKeys
+from gateway.auth import Authorizer, ClientKeys
+from gateway.balance import Balances, Watched
+from gateway.budgets import Budgets, BudgetTable
 from gateway.cache import FinalTasks
 from gateway.catalogue import ProviderCatalogue
-from gateway.config import Secrets, Settings
+from gateway.config import BudgetSettings, Secrets, Settings
+from gateway.content import VideoContent, VideoContentController
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
 from gateway.invalidation import Invalidations
-from gateway.listing import TaskIndex, TaskListing
+from gateway.listing import TaskIndex, TaskListing, stored_copy_deleter
 from gateway.metrics import Metrics
+from gateway.netguard import AddressPolicy
 from gateway.openai_compat import MAX_FORM_PARTS
 from gateway.openapi import PATH as OPENAPI_PATH
 from gateway.openapi import describe_deployment, openapi_config
 from gateway.poller import Poller, Refresher
 from gateway.ratelimit import RateLimiter
+from gateway.retention import Retention
 from gateway.router import Route, Router
 from gateway.service import ServiceOptions, VideoService
 from gateway.shortcut import FinalTaskShortcut
+from gateway.storage import VideoStore, open_video_store
 from gateway.store import IdempotencyStore, TaskStore, connect
+from gateway.video_copy import CopyQueue, VideoCopier
+from gateway.video_source import VideoSource
 from gateway.webhooks import WebhookSender
-from providers.base import ProviderSettings
+from providers.base import BalanceReader, ProviderSettings
 from providers.registry import build_provider
 
 logger = logging.getLogger(__name__)
@@ -59,13 +68,15 @@ class Resources:
     """What the handlers use, and the background loops that run beside them."""
 
     service: VideoService
+    budgets: Budgets
     readiness: Readiness
     catalogue: ProviderCatalogue
     health: Health
-    rate_limiter: RateLimiter
+    authorizer: Authorizer
     routes: list[Route]
     listing: TaskListing
-    loops: list[Poller | WebhookSender | Invalidations]
+    loops: list[Poller | WebhookSender | Balances | VideoCopier | Retention | Invalidations]
+    content: VideoContent
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -87,18 +98,27 @@ def build_resources(
     webhook_transport: httpx.AsyncBaseTransport | None = None,
     *,
     metrics: Metrics,
+    video_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Resources:
     routes = build_routes(settings, secrets, transports)
     names = [r.name for r in routes]
     store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
-    router = Router(routes, settings.routing, health, metrics=metrics)
+    balances = Balances(redis, watched_balances(routes), metrics=metrics)
+    budgets = Budgets(redis, budget_table(settings), metrics=metrics)
+    router = Router(routes, settings.routing, health, metrics=metrics, balances=balances)
     create_timeout_s = _longest_create_s(settings)
     webhook_secret = secrets.webhook_secret.get_secret_value() if secrets.webhook_secret else None
+    videos = (
+        open_video_store(settings.storage, settings.redis.data_dir, secrets)
+        if settings.storage.enabled else None
+    )  # fmt: skip
+    wake_copier = asyncio.Event()
     refresher = Refresher(
         store, router, health, settings.status,
         webhooks_enabled=webhook_secret is not None, public_url=settings.server.public_url,
-        metrics=metrics,
+        metrics=metrics, budgets=budgets,
+        copies=CopyQueue(store, wake_copier) if videos is not None else None,
     )  # fmt: skip
     idempotent = IdempotentCreates(
         IdempotencyStore(redis, ttl_s=settings.idempotency.ttl_s, metrics=metrics),
@@ -110,6 +130,7 @@ def build_resources(
         listen_port=settings.server.port,
         public_url=settings.server.public_url,
         webhooks_enabled=webhook_secret is not None,
+        webhooks=settings.webhooks,
         create_timeout_s=create_timeout_s,
         first_poll_s=settings.status.poll_interval_s,
         expected_render_s=settings.status.expected_render_s,
@@ -117,15 +138,23 @@ def build_resources(
     final = FinalTasks()
     invalidations = Invalidations(redis, final, metrics=metrics)
     listing = TaskListing(
-        store, TaskIndex(redis, ttl_s=store.ttl_s), final, invalidations, metrics=metrics
-    )
-    loops: list[Poller | WebhookSender | Invalidations] = [invalidations]
+        store, TaskIndex(redis, ttl_s=store.ttl_s), final, invalidations, metrics=metrics,
+        delete_copy=None if videos is None else stored_copy_deleter(
+            Retention(store, videos, metrics=metrics)
+        ),
+    )  # fmt: skip
+    loops: list[Poller | WebhookSender | Balances | VideoCopier | Retention | Invalidations] = [
+        invalidations, *([balances] if balances.watched else [])
+    ]  # fmt: skip
+    if videos is not None:
+        loops += _video_loops(settings, store, videos, refresher, wake_copier, video_transport,
+                              metrics)  # fmt: skip
     if settings.status.background_polling:
         slowest_status = max((r.config.timeout_s for r in routes), default=30.0)
         lease_s = slowest_status + 10
         loops.append(
             Poller(store, refresher, settings.status, create_timeout_s=create_timeout_s,
-                   lease_s=lease_s, metrics=metrics)
+                   lease_s=lease_s, metrics=metrics, budgets=budgets)
         )  # fmt: skip
     if webhook_secret is not None:
         loops.append(WebhookSender(
@@ -140,17 +169,64 @@ def build_resources(
             idempotent,
             options,
             metrics=metrics,
+            budgets=budgets,
             final_tasks=final,
             on_accepted=listing.indexed,
         ),
+        budgets=budgets,
         listing=listing,
         readiness=Readiness(store.ping, health, names, metrics=metrics),
-        catalogue=ProviderCatalogue(settings, health),
+        catalogue=ProviderCatalogue(settings, health, balances),
         health=health,
-        rate_limiter=RateLimiter(redis, {k.name: k.rate_per_minute for k in settings.auth.keys}),
+        authorizer=Authorizer(
+            ClientKeys(secrets.client_keys),
+            RateLimiter(
+                redis, {k.name: k.rate_per_minute for k in settings.auth.keys}, metrics=metrics
+            ),
+        ),
         routes=routes,
         loops=loops,
+        content=VideoContent(store, videos, redirect=settings.storage.redirect, metrics=metrics),
     )
+
+
+def _video_loops(
+    settings: Settings,
+    store: TaskStore,
+    videos: VideoStore,
+    refresher: Refresher,
+    wake: asyncio.Event,
+    transport: httpx.AsyncBaseTransport | None,
+    metrics: Metrics,
+) -> list[VideoCopier | Retention]:
+    """The copier of finished videos and the retention sweeper (``storage.enabled``)."""
+    retention = Retention(store, videos, metrics=metrics)
+    policy = AddressPolicy(allow_private=settings.storage.allow_private_sources)
+    copier = VideoCopier(
+        store, videos, VideoSource(policy, settings.storage.max_bytes, transport), retention,
+        settings.storage, finalize=refresher.finalize, public_url=settings.server.public_url,
+        metrics=metrics, wake=wake,
+    )  # fmt: skip
+    logger.info("finished videos are copied to %s", videos.description)
+    return [copier, retention]
+
+
+def budget_table(settings: Settings) -> BudgetTable:
+    """Clients' budgets, read from ``settings`` when asked (not copied at start-up)."""
+
+    def table() -> dict[str, BudgetSettings | None]:
+        return {k.name: k.budget_usd for k in settings.auth.keys}
+
+    return table
+
+
+def watched_balances(routes: list[Route]) -> dict[str, Watched]:
+    """The providers with ``balance`` configured whose adapter can read it."""
+    return {
+        r.name: Watched(r.adapter, r.config.balance)
+        for r in routes
+        if r.config.balance is not None and isinstance(r.adapter, BalanceReader)
+    }
 
 
 def _longest_create_s(settings: Settings) -> float:
@@ -202,11 +278,15 @@ def create_app(
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     webhook_transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
+    video_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Litestar:
     """Build the app. ``transports`` lets tests put a provider behind an httpx transport;
     ``metrics`` defaults to a new registry for the enabled providers."""
     if metrics is None:
-        metrics = Metrics([name for name, p in settings.providers.items() if p.enabled])
+        metrics = Metrics(
+            [name for name, p in settings.providers.items() if p.enabled],
+            clients=[k.name for k in settings.auth.keys],
+        )
     observed = metrics
 
     @asynccontextmanager
@@ -218,8 +298,9 @@ def create_app(
             url = embedded.start()
         redis = connect(url)
         resources = build_resources(
-            settings, secrets, redis, transports, webhook_transport, metrics=observed
-        )
+            settings, secrets, redis, transports, webhook_transport, metrics=observed,
+            video_transport=video_transport,
+        )  # fmt: skip
         app.state.resources = resources
         await resources.start()
         try:
@@ -250,23 +331,34 @@ def create_app(
         resources: Resources = state.resources
         return resources.health
 
+    def content(state: State) -> VideoContent:
+        resources: Resources = state.resources
+        return resources.content
+
+    def budgets(state: State) -> Budgets:
+        resources: Resources = state.resources
+        return resources.budgets
+
     app = Litestar(
         route_handlers=[
             VideoController,
+            VideoContentController,
             ProviderController,
+            UsageController,
             upstream_callback,
             healthz,
             readyz,
             scrape_metrics,
         ],
         lifespan=[lifespan],
-        state=State({"client_keys": ClientKeys(secrets.client_keys)}),
         dependencies={
             "service": Provide(service, sync_to_thread=False),
             "listing": Provide(listing, sync_to_thread=False),
             "readiness": Provide(readiness, sync_to_thread=False),
             "catalogue": Provide(catalogue, sync_to_thread=False),
             "health": Provide(health, sync_to_thread=False),
+            "content": Provide(content, sync_to_thread=False),
+            "budgets": Provide(budgets, sync_to_thread=False),
             "metrics": Provide(lambda: observed, sync_to_thread=False),
         },
         exception_handlers=exception_handlers(),
@@ -278,7 +370,6 @@ def create_app(
     )
     describe_deployment(app.openapi_schema, settings, webhooks=secrets.webhook_secret is not None)
     metrics.routes(_route_methods(app))
-    client_keys: ClientKeys = app.state.client_keys
 
     def running() -> Resources | None:
         resources: Resources | None = app.state.get("resources")
@@ -287,7 +378,5 @@ def create_app(
     # Around the whole handler, not in the middleware stack: Litestar runs app middleware only
     # for matched routes, and 404s/405s must be counted and logged too. The shortcut sits
     # inside the observer, so its answers are counted and logged like the app's.
-    app.asgi_handler = RequestObserver(
-        FinalTaskShortcut(app.asgi_handler, client_keys, running), metrics
-    )
+    app.asgi_handler = RequestObserver(FinalTaskShortcut(app.asgi_handler, running), metrics)
     return app

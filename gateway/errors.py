@@ -107,6 +107,10 @@ class RateLimited(GatewayError):
     status, code, title = 429, "rate_limited", "Over this key's rate limit"
 
 
+class BudgetExceeded(GatewayError):
+    status, code, title = 402, "budget_exceeded", "This key's spend budget cannot cover the price"
+
+
 class UpstreamRejected(GatewayError):
     status, code, title = 502, "upstream_rejected", "The upstream refused the translated request"
 
@@ -121,6 +125,14 @@ class ProvidersUnavailable(GatewayError):
 
 class StoreUnavailable(GatewayError):
     status, code, title = 503, "store_unavailable", "The task store cannot be reached"
+
+
+class RangeNotSatisfiable(GatewayError):
+    status, code, title = 416, "range_not_satisfiable", "The Range is outside the video"
+
+
+class VideoStorageUnavailable(GatewayError):
+    status, code, title = 503, "store_unavailable", "The video storage cannot be reached"
 
 
 class UpstreamOutcomeUnknown(GatewayError):
@@ -181,7 +193,9 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    logger.exception("unhandled error on %s %s", request.method, request.scope.get("path"))
+    # The route template, not the path: a path may carry a credential (a callback token).
+    route = request.scope.get("path_template") or "unmatched"
+    logger.exception("unhandled error on %s %s", request.method, route)
     return Response(
         GatewayError().problem().model_dump(mode="json", exclude_none=True),
         status_code=HTTP_500_INTERNAL_SERVER_ERROR,

@@ -153,19 +153,29 @@ class Health:
         return await asyncio.shield(self._refreshing)
 
     async def _read(self) -> dict[str, ProviderHealth]:
-        async with (
-            counted(self._metrics, "health"),
-            translated(),
-            self._redis.pipeline(transaction=False) as pipe,
-        ):
-            pending, self._pending = self._pending, {}
+        pending, self._pending = self._pending, {}
+        try:
+            async with (
+                counted(self._metrics, "health"),
+                translated(),
+                self._redis.pipeline(transaction=False) as pipe,
+            ):
+                for name, (outcomes, latencies) in pending.items():
+                    self._push_samples(pipe, name, outcomes, latencies)
+                for name in self._names:
+                    pipe.hmget(Keys.circuit(name), "failures", "task_failures", "open_until")
+                    pipe.lrange(Keys.health_outcomes(name), 0, OUTCOME_WINDOW - 1)
+                    pipe.lrange(Keys.health_latency(name), 0, LATENCY_WINDOW - 1)
+                raw = (await pipe.execute())[-3 * len(self._names) :]
+        except StoreUnavailable:
+            # Counted above; the buffered successes go back in the buffer for the next read
+            # instead of being lost with this one.
             for name, (outcomes, latencies) in pending.items():
-                self._push_samples(pipe, name, outcomes, latencies)
-            for name in self._names:
-                pipe.hmget(Keys.circuit(name), "failures", "task_failures", "open_until")
-                pipe.lrange(Keys.health_outcomes(name), 0, OUTCOME_WINDOW - 1)
-                pipe.lrange(Keys.health_latency(name), 0, LATENCY_WINDOW - 1)
-            raw = (await pipe.execute())[-3 * len(self._names) :]
+                kept_outcomes, kept_latencies = self._pending.setdefault(name, ([], []))
+                kept_outcomes[:0] = outcomes
+                kept_latencies[:0] = latencies
+            logger.warning("provider health not read; buffered samples kept for the next read")
+            raise
         snapshot = {}
         for i, name in enumerate(self._names):
             (failures, task_failures, open_until), outcomes, latencies = raw[3 * i : 3 * i + 3]

@@ -33,9 +33,11 @@ from gateway.cache import FinalTasks
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.invalidation import Invalidations
 from gateway.metrics import Metrics
+from gateway.retention import Retention
 from gateway.schemas import TaskDeleted, TaskList
 from gateway.service import TASK_ID
 from gateway.store import Keys, TaskRecord, TaskStore, translated
+from gateway.video_copy import object_key
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +138,19 @@ class TaskIndex:
 
 
 DeleteCopy = Callable[[TaskRecord], Awaitable[None]]
-"""Deletes a task's stored video (the storage feature's); absent: nothing is stored."""
+"""Deletes a task's stored video; absent: nothing is stored (``storage.enabled`` false)."""
+
+
+def stored_copy_deleter(retention: Retention) -> DeleteCopy:
+    """Deletes a task's stored video now, through retention (which also takes it off the
+    deletion schedule). A store that refuses leaves it scheduled: retention deletes it at its
+    time, and nobody can read it meanwhile (its task is gone)."""
+
+    async def delete(record: TaskRecord) -> None:
+        # A copy may be under way without ``stored`` yet: its key is the task's all the same.
+        await retention.delete_now(record.stored.key if record.stored else object_key(record.id))
+
+    return delete
 
 
 class TaskListing:

@@ -36,10 +36,11 @@ from providers import errors as perr
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
-Operation = Literal["create", "status"]
+Operation = Literal["create", "status", "balance"]
 RedisOperation = Literal[
-    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "listing", "invalidation"
-]
+    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
+    "balance", "listing", "invalidation",
+]  # fmt: skip
 """Which part of the gateway met a Redis error."""
 WebhookOutcome = Literal["delivered", "rejected", "unreachable", "abandoned"]
 """One delivery attempt: a 2xx; a non-2xx answer; a timeout or connection error. ``abandoned``:
@@ -49,15 +50,27 @@ OTHER: Final = "other"
 UNMATCHED: Final = "unmatched"
 """The route label of a request that matched no route (404, 405): never the raw path."""
 
-SUCCESS: Final[Mapping[Operation, str]] = {"create": "accepted", "status": "ok"}
+SUCCESS: Final[Mapping[Operation, str]] = {"create": "accepted", "status": "ok", "balance": "ok"}
+TASK_OPERATIONS: Final[tuple[Operation, ...]] = ("create", "status")
+"""Operations every provider has, whose series start at 0 (``balance``: only kinds with a
+balance API, from their first read)."""
 HTTP_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 TIERS: Final = ("standard", "pro")
 RESOLUTIONS: Final = ("768P", "1080P")
 FINAL_STATUSES: Final = ("completed", "failed")
+BUDGET_PERIODS: Final = ("day", "month")
 CIRCUIT_VALUES: Final[Mapping[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 REDIS_OPERATIONS: Final[tuple[RedisOperation, ...]] = (
-    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "listing", "invalidation",
+    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
+    "balance", "listing", "invalidation",
 )  # fmt: skip
+CopyOutcome = Literal["stored", "retried", "gave_up"]
+"""One copy attempt of a finished video: stored; failed and will be tried again; given up
+(the task keeps the reseller's link)."""
+COPY_OUTCOMES: Final[tuple[CopyOutcome, ...]] = ("stored", "retried", "gave_up")
+DeletionOutcome = Literal["deleted", "failed"]
+DELETION_OUTCOMES: Final[tuple[DeletionOutcome, ...]] = ("deleted", "failed")
+COPY_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 WEBHOOK_OUTCOMES: Final[tuple[WebhookOutcome, ...]] = (
     "delivered", "rejected", "unreachable", "abandoned",
 )  # fmt: skip
@@ -100,7 +113,8 @@ def _values_go_to_files() -> bool:
 
 
 class Metrics:
-    """The gateway's metrics, in a registry of their own. ``providers``: the configured names.
+    """The gateway's metrics, in a registry of their own. ``providers``: the configured names;
+    ``clients``: the client names of ``auth.keys`` (the only ``client`` label values).
 
     ``multiprocess_dir``: the directory every worker of one ``gateway serve --workers N``
     writes to (set as ``PROMETHEUS_MULTIPROC_DIR`` before prometheus-client was imported);
@@ -111,6 +125,7 @@ class Metrics:
         self,
         providers: Sequence[str],
         *,
+        clients: Sequence[str] = (),
         version: str = __version__,
         multiprocess_dir: Path | None = None,
     ) -> None:
@@ -121,6 +136,7 @@ class Metrics:
         self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self._providers = tuple(providers)
+        self._clients = tuple(clients)
         self._routes: frozenset[str] = frozenset()
         r = self.registry
         self._build_info = Gauge(
@@ -156,8 +172,39 @@ class Metrics:
             ["provider", "tier", "resolution"], registry=r,
         )  # fmt: skip
         self._spend = Counter(
-            "gateway_spend_usd", "Price-table price of every accepted task, in US dollars",
-            ["provider"], registry=r,
+            "gateway_spend_usd", "Price-table price of every task that completed (what resellers "
+            "bill), in US dollars", ["provider"], registry=r,
+        )  # fmt: skip
+        self._spend_at_risk = Counter(
+            "gateway_spend_at_risk_usd", "Prices of creates sent that got no answer (they may "
+            "be billed), in US dollars", ["provider"], registry=r,
+        )  # fmt: skip
+        self._saving = Counter(
+            "gateway_price_routing_saving_usd", "For each completed task, the price of the most "
+            "expensive eligible provider less the price paid, in US dollars", ["provider"],
+            registry=r,
+        )  # fmt: skip
+        self._client_spend = Counter(
+            "gateway_client_spend_usd", "Price of every completed task, by client, in US dollars",
+            ["client"], registry=r,
+        )  # fmt: skip
+        self._budget_refusals = Counter(
+            "gateway_budget_refusals", "Creates refused: the client's budget could not "
+            "cover the price", ["client"], registry=r,
+        )  # fmt: skip
+        self._budget = Gauge(
+            "gateway_client_budget_usd", "A client's configured budget per UTC period",
+            ["client", "period"], registry=r, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self._budget_used = Gauge(
+            "gateway_client_budget_used_usd", "What a client has spent and reserved in the "
+            "current UTC period (read from Redis at each scrape)", ["client", "period"],
+            registry=r, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self._balance = Gauge(
+            "gateway_provider_balance_usd", "Last known account balance (less the prices "
+            "accepted since it was read), for providers with a balance API", ["provider"],
+            registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self._tasks_finished = Counter(
             "gateway_tasks_finished", "Tasks that reached a final status, by provider and status",
@@ -179,14 +226,33 @@ class Metrics:
             "gateway_webhook_deliveries", "Webhook delivery attempts, by outcome", ["outcome"],
             registry=r,
         )  # fmt: skip
+        self._video_copies = Counter(
+            "gateway_video_copies", "Copies of finished videos into the gateway's storage, by "
+            "outcome", ["outcome"], registry=r,
+        )  # fmt: skip
+        self._video_copy_bytes = Counter(
+            "gateway_video_copy_bytes", "Bytes of finished videos written to the store",
+            registry=r,
+        )  # fmt: skip
+        self._video_copy_seconds = Histogram(
+            "gateway_video_copy_duration_seconds", "Time to copy one finished video (download "
+            "and store)", buckets=COPY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._video_served_bytes = Counter(
+            "gateway_video_served_bytes", "Bytes of stored videos sent by /content", registry=r,
+        )  # fmt: skip
+        self._video_deletions = Counter(
+            "gateway_video_deletions", "Stored videos removed by retention, by outcome",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self._build_info.labels(version=version).set(1)
         self._initialise()
 
     def _initialise(self) -> None:
         for p in self._providers:
-            for op, ok in SUCCESS.items():
+            for op in TASK_OPERATIONS:
                 self._upstream_seconds.labels(p, op)
-                for outcome in (ok, *ERROR_OUTCOMES):
+                for outcome in (SUCCESS[op], *ERROR_OUTCOMES):
                     self._upstream_calls.labels(p, op, outcome)
             for to in self._providers:
                 for reason in FAILOVER_REASONS if to != p else ():
@@ -196,14 +262,23 @@ class Metrics:
                 for resolution in RESOLUTIONS:
                     self._tasks_created.labels(p, tier, resolution)
             self._spend.labels(p)
+            self._spend_at_risk.labels(p)
+            self._saving.labels(p)
             for status in FINAL_STATUSES:
                 self._tasks_finished.labels(p, status)
                 self._finish_seconds.labels(p, status)
             self._circuit.labels(p).set(CIRCUIT_VALUES["closed"])
+        for client in self._clients:
+            self._client_spend.labels(client)
+            self._budget_refusals.labels(client)
         for operation in REDIS_OPERATIONS:
             self._redis_errors.labels(operation)
         for outcome in WEBHOOK_OUTCOMES:
             self._webhooks.labels(outcome)
+        for copy_outcome in COPY_OUTCOMES:
+            self._video_copies.labels(copy_outcome)
+        for deletion in DELETION_OUTCOMES:
+            self._video_deletions.labels(deletion)
 
     def routes(self, methods_by_route: Mapping[str, Iterable[str]]) -> None:
         """Declare the app's route templates (the only route labels allowed) and start their
@@ -242,15 +317,40 @@ class Metrics:
             _pick(reason, FAILOVER_REASONS),
         ).inc()
 
-    def ambiguous_submit(self, provider: str) -> None:
-        self._ambiguous.labels(self._provider(provider)).inc()
+    def ambiguous_submit(self, provider: str, price_usd: float) -> None:
+        """A create got no answer: its price may be billed."""
+        provider = self._provider(provider)
+        self._ambiguous.labels(provider).inc()
+        self._spend_at_risk.labels(provider).inc(max(price_usd, 0.0))
 
-    def task_created(self, provider: str, tier: str, resolution: str, price_usd: float) -> None:
-        """A reseller accepted a task; its price-table price counts toward the spend."""
+    def task_created(self, provider: str, tier: str, resolution: str) -> None:
+        """A reseller accepted a task (it is billed only if it completes: :meth:`spent`)."""
         provider = self._provider(provider)
         tier, resolution = _pick(tier, TIERS), _pick(resolution, RESOLUTIONS)
         self._tasks_created.labels(provider, tier, resolution).inc()
-        self._spend.labels(provider).inc(max(price_usd, 0.0))
+
+    def spent(self, provider: str, client: str, price_usd: float) -> None:
+        """A task completed: resellers bill successful generations."""
+        price = max(price_usd, 0.0)
+        self._spend.labels(self._provider(provider)).inc(price)
+        self._client_spend.labels(_pick(client, self._clients)).inc(price)
+
+    def routing_saving(self, provider: str, saving_usd: float) -> None:
+        """A completed task cost ``saving_usd`` less than the dearest eligible provider's."""
+        self._saving.labels(self._provider(provider)).inc(max(saving_usd, 0.0))
+
+    def budget_refusal(self, client: str) -> None:
+        self._budget_refusals.labels(_pick(client, self._clients)).inc()
+
+    def budget(self, client: str, period: str, used_usd: float, budget_usd: float | None) -> None:
+        """One client's use of one period; ``budget_usd`` None: no budget (no series)."""
+        client, period = _pick(client, self._clients), _pick(period, BUDGET_PERIODS)
+        self._budget_used.labels(client, period).set(used_usd)
+        if budget_usd is not None:
+            self._budget.labels(client, period).set(budget_usd)
+
+    def provider_balance(self, provider: str, balance_usd: float) -> None:
+        self._balance.labels(self._provider(provider)).set(balance_usd)
 
     def task_finished(self, provider: str, status: str, seconds_to_finish: float) -> None:
         """A task reached ``completed`` or ``failed``, ``seconds_to_finish`` after creation."""
@@ -269,6 +369,21 @@ class Metrics:
 
     def webhook_delivery(self, outcome: WebhookOutcome) -> None:
         self._webhooks.labels(_pick(outcome, WEBHOOK_OUTCOMES)).inc()
+
+    def video_copy(self, outcome: CopyOutcome) -> None:
+        self._video_copies.labels(_pick(outcome, COPY_OUTCOMES)).inc()
+
+    def video_stored(self, size: int, seconds: float) -> None:
+        """A finished video of ``size`` bytes was copied into the store in ``seconds``."""
+        self._video_copies.labels("stored").inc()
+        self._video_copy_bytes.inc(size)
+        self._video_copy_seconds.observe(seconds)
+
+    def video_served(self, size: int) -> None:
+        self._video_served_bytes.inc(size)
+
+    def video_deletion(self, outcome: DeletionOutcome) -> None:
+        self._video_deletions.labels(_pick(outcome, DELETION_OUTCOMES)).inc()
 
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format (:data:`CONTENT_TYPE`); in multiprocess

@@ -45,7 +45,8 @@ class AddressPolicy:
     allow_private: bool = False
     """Every address allowed: only for simulated upstreams on loopback or a private network."""
     allow_hosts: frozenset[str] = field(default_factory=frozenset)
-    """Host names (lower case) allowed whatever they resolve to."""
+    """Host names (lower case) allowed whatever they resolve to: the operator trusts them, so
+    they are neither resolved nor pinned here."""
 
     def allows_host(self, host: str) -> bool:
         return self.allow_private or host.lower().rstrip(".") in self.allow_hosts
@@ -118,8 +119,6 @@ async def resolve_allowed(host: str, port: int, policy: AddressPolicy) -> list[I
     """The addresses of ``host``, all of them allowed by ``policy``; UnsafeDestination when
     any is not (a name that also resolves to a private address is refused whole)."""
     addresses = await resolve(host, port)
-    if policy.allows_host(host):
-        return addresses
     for address in addresses:
         reason = forbidden_reason(address)
         if reason is not None:
@@ -141,7 +140,8 @@ def _parts(url: str) -> tuple[str, int]:
 async def check_url(url: str, policy: AddressPolicy) -> None:
     """Refuse (UnsafeDestination) a URL the gateway must not call."""
     host, port = _parts(url)
-    await resolve_allowed(host, port, policy)
+    if not policy.allows_host(host):
+        await resolve_allowed(host, port, policy)
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
@@ -162,6 +162,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host, port = _parts(str(request.url))
+        if self._policy.allows_host(host):
+            return await self._inner.handle_async_request(request)
         addresses = await resolve_allowed(host, port, self._policy)
         if _literal(host) is None:
             target = addresses[0]

@@ -76,7 +76,7 @@ def describe_deployment(openapi: OpenAPI, settings: Settings, *, webhooks: bool)
 
 
 def _retry_after(responses: dict[str, OpenAPIResponse | Reference]) -> None:
-    for status, required in (("429", True), ("503", False)):
+    for status, required in (("402", True), ("429", True), ("503", False)):
         response = responses.get(status)
         if isinstance(response, OpenAPIResponse) and response.content:
             response.headers = {

@@ -40,6 +40,7 @@ from gateway.schemas import (
     PROMPT_PATTERN,
     WHITESPACE,
 )
+from providers.capabilities import IMAGE_ONLY_MODELS
 
 STRING, NULL, OBJECT = OpenAPIType.STRING, OpenAPIType.NULL, OpenAPIType.OBJECT
 JSON_BODY, FORM_BODY, ROUTING = "CreateVideoRequest", "CreateVideoForm", "RoutingOverrides"
@@ -106,7 +107,7 @@ def _sizes() -> tuple[Schema, Schema]:
     )
 
 
-def _rules(form: bool) -> list[Schema]:
+def _rules(served: list[str], *, form: bool) -> list[Schema]:
     """What no property alone says: no 10 s at 1080P; two spellings agree; one image. Written
     with ``anyOf`` alone (a property only constrains a member that is present), not
     ``not``/``if``: schemathesis cannot check a generated file against those."""
@@ -135,11 +136,33 @@ def _rules(form: bool) -> list[Schema]:
         for i, a in enumerate(images)
         for b in images[i + 1 :]
     ]
-    return [*not_ten_at_1080, *agree, *one_image]
+    return [*not_ten_at_1080, *agree, *one_image, *_image_only(served, form)]
+
+
+def _image_only(served: list[str], form: bool) -> list[Schema]:
+    """An image-only model (Fast) needs a first frame, given one way or another."""
+    if not any(m in IMAGE_ONLY_MODELS for m in served):
+        return []
+    others = [m for m in served if m not in IMAGE_ONLY_MODELS]
+    given = [
+        Schema(required=["image"], properties={"image": Schema(type=STRING)}),
+        *(
+            [Schema(required=["input_reference"]), Schema(required=["input_reference[image_url]"])]
+            if form
+            else [
+                Schema(
+                    required=["input_reference"],
+                    properties={"input_reference": Schema(type=OBJECT)},
+                )
+            ]
+        ),
+    ]
+    other_model = [Schema(properties={"model": Schema(type=STRING, enum=others)})] if others else []
+    return [Schema(any_of=[*other_model, *given])]
 
 
 def _common(settings: Settings, *, form: bool, webhooks: bool) -> dict[str, Schema | Reference]:
-    served = sorted({m for p in settings.providers.values() if p.enabled for m in p.served_models})
+    served = _served(settings)
     six, ten = _seconds(form)
     seconds = Schema(any_of=[six, ten], description="Seconds: 6 or 10", default=6)
     size_768, size_1080 = _sizes()
@@ -207,7 +230,7 @@ def json_schema(settings: Settings, *, webhooks: bool) -> Schema:
         properties=properties,
         required=["prompt"],
         additional_properties=False,
-        all_of=_rules(form=False),
+        all_of=_rules(_served(settings), form=False),
     )
 
 
@@ -247,7 +270,7 @@ def form_schema(settings: Settings, *, webhooks: bool) -> Schema:
         },
         required=["prompt"],
         additional_properties=False,
-        all_of=_rules(form=True),
+        all_of=_rules(_served(settings), form=True),
     )
 
 
@@ -282,6 +305,10 @@ def routing_schema(settings: Settings) -> Schema:
         additional_properties=False,
         description="Per-request routing overrides",
     )
+
+
+def _served(settings: Settings) -> list[str]:
+    return sorted({m for p in settings.providers.values() if p.enabled for m in p.served_models})
 
 
 def _provider_names(settings: Settings) -> list[str]:

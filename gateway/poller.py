@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from gateway.budgets import Budgets
 from gateway.config import StatusSettings
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.health import Health
@@ -33,6 +34,7 @@ from gateway.router import Router
 from gateway.schemas import Attempt, TaskError
 from gateway.store import Keys, TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
+from gateway.video_copy import CopyQueue
 from gateway.webhooks import new_delivery
 from providers.base import TaskStatus, UpstreamStatus
 from providers.errors import ProviderError
@@ -51,11 +53,12 @@ IN_FLIGHT = 64
 
 
 def callback_urls(public_url: str | None, token: str | None) -> Callable[[str], str] | None:
-    """``{public_url}/v1/callbacks/{provider}/{token}`` for each provider, when public."""
+    """``{public_url}/callbacks/{provider}/{token}`` for each provider, when public (the
+    older ``/v1/callbacks/…`` still answers, for tasks created before the move)."""
     if public_url is None or token is None:
         return None
     base = public_url.rstrip("/")
-    return lambda provider: f"{base}/v1/callbacks/{provider}/{token}"
+    return lambda provider: f"{base}/callbacks/{provider}/{token}"
 
 
 def next_poll_delay(age_s: float, settings: StatusSettings) -> float:
@@ -86,8 +89,12 @@ class Refresher:
         webhooks_enabled: bool,
         public_url: str | None = None,
         metrics: Metrics,
+        budgets: Budgets,
+        copies: CopyQueue | None = None,
     ) -> None:
+        self._copies = copies
         self._metrics = metrics
+        self._budgets = budgets
         self._public_url = public_url
         self._store = store
         self._router = router
@@ -98,7 +105,7 @@ class Refresher:
 
     def due(self, record: TaskRecord) -> bool:
         """Is it time to ask the upstream about this task again?"""
-        if record.is_final or record.provider_task_id is None:
+        if record.is_final or record.provider_task_id is None or record.copy_state is not None:
             return False
         if record.polled_at is None:
             return True
@@ -160,9 +167,16 @@ class Refresher:
                 return resubmitted
         if upstream is not None:
             _apply(record, upstream)
+        if self._copies is not None and self._copies.wants(record):
+            return await self._copies.begin(record)  # completed once its video is stored
         if not record.is_final and time.time() - record.created_at > self._settings.deadline_s:
             record.finish(TaskStatus.FAILED, error=TaskError(
                 code="timeout", message="the task did not finish before the deadline"))  # fmt: skip
+        return await self._store_outcome(record)
+
+    async def finalize(self, record: TaskRecord) -> TaskRecord:
+        """Store a final ``record`` (queues its webhook, counts it) unless the task is final
+        already; the task as stored."""
         return await self._store_outcome(record)
 
     async def _store_outcome(self, record: TaskRecord) -> TaskRecord:
@@ -175,6 +189,7 @@ class Refresher:
             delivery = new_delivery(record, record.webhook_url)
             webhook = (delivery.id, delivery.model_dump_json(), time.time())
         if await self._store.finalize(record, webhook):
+            await self._budgets.finalized(record)
             self._metrics.task_finished(
                 record.provider or "",
                 record.status.value,
@@ -212,8 +227,11 @@ class Refresher:
         if not candidates:
             return None
         history = [*record.attempts, failed]
+        ceiling = max(c.price_usd for c in candidates)
 
         async def before_attempt(candidate: Candidate, done: Sequence[Attempt]) -> None:
+            # The failed generation is not billed: its reservation moves to this price.
+            await self._budgets.reserve(record, candidate.price_usd, ceiling)
             record.attempts = [*history, *done, Attempt(provider=candidate.name, outcome="pending")]
             await self._store.save(record)
 
@@ -233,9 +251,7 @@ class Refresher:
         record.status = placement.submitted.status
         record.attempts = [*history, *placement.attempts]
         record.resubmits += 1
-        self._metrics.task_created(
-            record.provider, record.tier, record.resolution, record.price_usd or 0.0
-        )
+        self._metrics.task_created(record.provider, record.tier, record.resolution)
         record.polled_at = None
         record.updated_at = now_s()
         await self._store.save(record)
@@ -251,6 +267,7 @@ def _apply(record: TaskRecord, upstream: UpstreamStatus) -> None:
     if upstream.progress is not None:
         record.upstream_progress = upstream.progress
     if upstream.status is TaskStatus.COMPLETED:
+        record.upstream_video_url = upstream.video_url
         record.finish(TaskStatus.COMPLETED, video_url=upstream.video_url)
     elif upstream.status is TaskStatus.FAILED:
         record.finish(TaskStatus.FAILED, error=TaskError(
@@ -279,8 +296,10 @@ class Poller:
         create_timeout_s: float,
         lease_s: float,
         metrics: Metrics,
+        budgets: Budgets,
     ) -> None:
         self._metrics = metrics
+        self._budgets = budgets
         self._store = store
         self._refresher = refresher
         self._settings = settings
@@ -323,8 +342,8 @@ class Poller:
 
     async def _poll(self, task_id: str) -> None:
         record = await self._store.get(task_id)
-        if record is None or record.is_final:
-            await self._store.unschedule(task_id)
+        if record is None or record.is_final or record.copy_state is not None:
+            await self._store.unschedule(task_id)  # a task being copied is the copier's
             return
         age = time.time() - record.created_at
         if record.provider_task_id is None:
@@ -355,4 +374,5 @@ class Poller:
             "create interrupted; reconcile with the upstream",
             extra={"task_id": record.id, "provider": last.provider if last else None},
         )
-        await self._store.finalize(record)
+        if await self._store.finalize(record):
+            await self._budgets.finalized(record)  # keeps the reservation: it may be billed

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from redis.asyncio import Redis
 
 from gateway.errors import RateLimited, StoreUnavailable
+from gateway.metrics import Metrics
 from gateway.store import Keys, translated
 
 logger = logging.getLogger(__name__)
@@ -41,19 +42,23 @@ return tostring(wait)
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, per_minute: Mapping[str, int | None]) -> None:
+    def __init__(
+        self, redis: Redis, per_minute: Mapping[str, int | None], *, metrics: Metrics
+    ) -> None:
+        self._metrics = metrics
         self._limits = {name: rate for name, rate in per_minute.items() if rate}
         self._take = redis.register_script(_TAKE)
 
     async def check(self, client: str) -> None:
         """Take one token for ``client``; raises RateLimited when there is none. A client
         without a configured rate is unlimited. If Redis is down the request goes on (it will
-        meet the store's own 503 if it needs Redis)."""
+        meet the store's own 503 if it needs Redis); that is counted as a Redis error of
+        ``rate_limit`` and logged."""
         per_minute = self._limits.get(client)
         if per_minute is None:
             return
         try:
-            async with translated():
+            async with translated(self._metrics, "rate_limit"):
                 wait = float(await self._take(keys=[Keys.rate(client)],
                                               args=[per_minute / 60.0, per_minute]))  # fmt: skip
         except StoreUnavailable:

@@ -17,7 +17,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from gateway.budgets import Budgets
 from gateway.cache import FinalTask, FinalTasks
+from gateway.config import WebhookSettings
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -32,7 +34,7 @@ from gateway.router import Router
 from gateway.schemas import Attempt, CreateVideoRequest, Task, TaskError
 from gateway.store import TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
-from gateway.webhooks import points_at_self
+from gateway.webhooks import refusal
 from providers.base import TaskStatus, VideoJob
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class ServiceOptions:
     listen_port: int
     public_url: str | None
     webhooks_enabled: bool
+    webhooks: WebhookSettings
     create_timeout_s: float
     """An upper bound on one create; the poller checks an unfinished create after it."""
     first_poll_s: float
@@ -74,6 +77,7 @@ class VideoService:
         options: ServiceOptions,
         *,
         metrics: Metrics,
+        budgets: Budgets,
         final_tasks: FinalTasks | None = None,
         on_accepted: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
@@ -81,6 +85,7 @@ class VideoService:
         recorded (the client's task list, :mod:`gateway.listing`); it must not raise."""
         self._on_accepted = on_accepted
         self._metrics = metrics
+        self._budgets = budgets
         self._final = final_tasks if final_tasks is not None else FinalTasks()
         self._store = store
         self._router = router
@@ -119,24 +124,36 @@ class VideoService:
             raise InvalidRequest.field(
                 "webhook_url", "webhooks are not configured on this gateway (webhooks.secret_env)"
             )
-        if await points_at_self(url, self._options.listen_host, self._options.listen_port):
-            raise InvalidRequest.field("webhook_url", "must not point at this gateway")
+        listen = (self._options.listen_host, self._options.listen_port)
+        refused = await refusal(url, self._options.webhooks, listen)
+        if refused is not None:
+            raise InvalidRequest.field("webhook_url", refused)
 
     async def _create(self, record: TaskRecord) -> Task:
         job = record.job
         if job is None:
             raise RuntimeError("a new task record carries its job")
         candidates = await self._router.plan(job, record.routing)
+        ceiling = max(c.price_usd for c in candidates)
+        # The budget is checked (and the first price reserved) before anything is written, so
+        # a refusal leaves no trace but the metric.
+        await self._budgets.reserve(record, candidates[0].price_usd, ceiling)
         # The first pending attempt goes in with the task itself: one write before the upstream
         # call, and a refusal (store_unavailable) if Redis cannot take it.
         record.attempts = [Attempt(provider=candidates[0].name, outcome="pending")]
-        await self._store.create(record, check_at=time.time() + self._options.create_timeout_s)
+        try:
+            await self._store.create(record, check_at=time.time() + self._options.create_timeout_s)
+        except StoreUnavailable:
+            await self._budgets.settle(record)  # nothing was sent: give the reservation back
+            raise
         first_write = list(record.attempts)
 
         async def before_attempt(candidate: Candidate, done: Sequence[Attempt]) -> None:
             pending = Attempt(provider=candidate.name, outcome="pending")
             if not done and first_write == [pending]:
-                return  # already written with the task
+                return  # already written (and reserved) with the task
+            # One reservation per task, at the price of the provider about to be called.
+            await self._budgets.reserve(record, candidate.price_usd, ceiling)
             record.attempts = [*done, pending]
             await self._store.save(record)
 
@@ -164,9 +181,7 @@ class VideoService:
                 "do not resubmit it blindly",
                 attempts=record.attempts,
             ) from exc
-        self._metrics.task_created(
-            record.provider, record.tier, record.resolution, record.price_usd
-        )
+        self._metrics.task_created(record.provider, record.tier, record.resolution)
         if self._on_accepted is not None:
             await self._on_accepted(record.client, record.id)
         logger.info(
@@ -182,13 +197,17 @@ class VideoService:
     async def _record_refusal(self, record: TaskRecord, exc: GatewayError) -> None:
         """Keep a trace of a create that ended in an error (the client got no task id)."""
         if isinstance(exc, StoreUnavailable):
+            await self._budgets.settle(record)  # best effort: Redis is failing
             return
         record.attempts = list(exc.attempts or record.attempts)
         record.finish(TaskStatus.FAILED, error=TaskError(code=exc.code, message=str(exc)))
         try:
-            await self._store.finalize(record)
+            finalized = await self._store.finalize(record)
         except StoreUnavailable:
             logger.exception("could not record a refused create", extra={"task_id": record.id})
+            finalized = True  # this create ended here either way
+        if finalized:
+            await self._budgets.finalized(record)
 
     async def _save_accepted(self, record: TaskRecord) -> None:
         """An upstream has accepted a paid task: its mapping must not be lost."""
@@ -240,12 +259,14 @@ class VideoService:
             )
         return TaskJson(body, final=record.is_final)
 
-    async def callback(self, provider: str, token: str) -> None:
+    async def callback(self, provider: str, token: str, *, hint: bool = True) -> None:
         """An upstream says a task changed. Only a hint: the status is read from the upstream,
-        never taken from the callback's body."""
+        never taken from the callback's body. The token is valid from the moment it is sent,
+        for every provider the task was sent to: a challenge may come before the create has
+        answered (``hint=False``: nothing to read then)."""
         task_id = await self._store.task_for_callback(token)
         record = await self._store.get(task_id) if task_id else None
-        if record is None or record.provider != provider:
+        if record is None or provider not in {a.provider for a in record.attempts}:
             raise NotFound("no such callback")
-        if self._refresher.due(record):
+        if hint and record.provider == provider and self._refresher.due(record):
             await self._refresher.refresh(record)

@@ -8,13 +8,15 @@ with the same checks in the same order, and hands every other request, and every
 is not a plain success, to the app unchanged:
 
 1. ``GET`` of ``/v1/videos/<task id>``, and the id is in this process's cache;
-2. the bearer key names a client (:class:`~gateway.auth.ClientKeys`) that owns the task;
-3. the client's rate limit gives a token (the app's guard takes the same one; a refusal or a
-   Redis error falls through to the app, whose guard answers it);
+2. :meth:`~gateway.auth.Authorizer.authorize` admits the request (the bearer key names a
+   client, and the client's rate limit gives a token): the same call the app's guard makes,
+   whose verdict is kept in the scope, so a request handed on is not charged twice;
+3. that client owns the task;
 
-then it sends the cached JSON with the headers the app would send. It sits inside
-:class:`~gateway.access.RequestObserver`, so the request id, the metrics and the log line are
-the same either way; it sets the route template and the client the observer reads.
+then it sends the cached JSON with the headers the app would send. A refusal, another client's
+task, or anything else goes to the app, whose guard repeats the verdict already reached. It sits
+inside :class:`~gateway.access.RequestObserver`, so the request id, the metrics and the log line
+are the same either way; it sets the route template and the client the observer reads.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ from typing import TYPE_CHECKING
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from gateway.access import scope_header
-from gateway.auth import ClientKeys
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -34,17 +34,13 @@ if TYPE_CHECKING:
 
 PREFIX = "/v1/videos/"
 ROUTE = "/v1/videos/{task_id}"
-_AUTHORIZATION = b"authorization"
 
 
 class FinalTaskShortcut:
     """ASGI wrapper; ``resources`` returns the running app's resources (None before start)."""
 
-    def __init__(
-        self, app: ASGIApp, keys: ClientKeys, resources: Callable[[], Resources | None]
-    ) -> None:
+    def __init__(self, app: ASGIApp, resources: Callable[[], Resources | None]) -> None:
         self._app = app
-        self._keys = keys
         self._resources = resources
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,13 +57,12 @@ class FinalTaskShortcut:
         entry = resources.service.cached_final(path[len(PREFIX) :])
         if entry is None:
             return False
-        client = self._keys.identify(scope_header(scope, _AUTHORIZATION))
-        if client is None or client != entry.client:
-            return False
         try:
-            await resources.rate_limiter.check(client)
+            client = await resources.authorizer.authorize(scope)
         except GatewayError:
-            return False  # the app's guard meets the same refusal and answers it
+            return False  # the app's guard repeats the refusal and answers it
+        if client != entry.client:
+            return False
         scope["path_template"] = ROUTE
         scope.setdefault("state", {})["client"] = client
         await send({

@@ -86,6 +86,10 @@ class Keys:
 
     POLL_DUE = f"{KEY_PREFIX}:due:poll"
     WEBHOOKS_DUE = f"{KEY_PREFIX}:due:webhooks"
+    COPY_DUE = f"{KEY_PREFIX}:due:video_copy"
+    """Tasks whose finished video is being copied into the gateway's storage (by due time)."""
+    VIDEO_DELETIONS_DUE = f"{KEY_PREFIX}:due:video_delete"
+    """Stored videos' object keys, by deletion time (``storage.retention_days``)."""
 
     @staticmethod
     def callback(token: str) -> str:
@@ -130,6 +134,28 @@ class Keys:
     DELETED_TASKS = f"{KEY_PREFIX}:events:deleted"
     """Pub/sub channel: a task id was deleted (every instance drops it from its memory)."""
 
+    # A client's money keys share the hash tag {c:<client>}: one budget script touches one slot.
+    @staticmethod
+    def usage(client: str, period_id: str) -> str:
+        """A client's counters for one UTC period (``d20261201``, ``m202612``): a hash of
+        integer micro-dollars (spent, reserved, by provider) and task counts."""
+        return f"{KEY_PREFIX}:{{c:{client}}}:usage:{period_id}"
+
+    @staticmethod
+    def reservation(client: str, task_id: str) -> str:
+        """What one task holds of its client's budget until it completes or fails."""
+        return f"{KEY_PREFIX}:{{c:{client}}}:reservation:{task_id}"
+
+    @staticmethod
+    def balance(provider: str) -> str:
+        """A provider account's last balance read, shared by every instance."""
+        return f"{KEY_PREFIX}:{{b:{provider}}}:balance"
+
+    @staticmethod
+    def balance_lease(provider: str) -> str:
+        """Held by the one instance that reads the balance this interval."""
+        return f"{KEY_PREFIX}:{{b:{provider}}}:balance:lease"
+
 
 def new_task_id() -> str:
     """``vid_`` + 26 base32 characters of 128 random bits: opaque, URL-safe, unguessable."""
@@ -138,6 +164,29 @@ def new_task_id() -> str:
 
 def now_s() -> int:
     return int(time.time())
+
+
+class CopyState(BaseModel):
+    """A finished video's copy into the gateway's storage, while it runs (and how it ended)."""
+
+    started_at: float
+    attempts: int = 0
+    last_error: str | None = None
+    gave_up: str | None = None
+    """Why the reseller's link was kept instead of a stored copy."""
+
+
+class StoredVideo(BaseModel):
+    """The gateway's own copy of a finished video."""
+
+    key: str
+    """The object's key in the store."""
+    size: int
+    sha256: str
+    content_type: str
+    stored_at: int
+    delete_at: int
+    """When retention deletes it (Unix seconds); the task's ``expires_at``."""
 
 
 class TaskRecord(BaseModel):
@@ -174,6 +223,13 @@ class TaskRecord(BaseModel):
     """``status.expected_render_s`` when the task was created: its ``progress`` estimate."""
     upstream_progress: int | None = None
     """The upstream's own progress figure, where it reports one."""
+    upstream_video_url: str | None = None
+    """The reseller's own link to the finished video."""
+    expires_at: int | None = None
+    """Until when ``video_url`` works; None when unknown (the reseller's link)."""
+    copy_state: CopyState | None = None
+    """Set while (and after) the finished video is copied; None: no copy was tried."""
+    stored: StoredVideo | None = None
 
     @classmethod
     def new(
@@ -247,6 +303,8 @@ class TaskRecord(BaseModel):
             provider_task_id=self.provider_task_id,
             price_usd=self.price_usd,
             video_url=self.video_url,
+            expires_at=self.expires_at,
+            upstream_video_url=self.upstream_video_url,
             error=self.error,
             metadata=self.metadata,
             attempts=self.attempts,
@@ -362,6 +420,30 @@ class TaskStore:
         async with self._translated():
             done = await self._finalize(keys=keys, args=args)
         return int(done) == 1
+
+    async def begin_copy(self, record: TaskRecord, at: float) -> bool:
+        """Save a task whose video is to be copied (unless final) and put it on the copy
+        schedule at ``at``, off the poll schedule. False when the stored task is final."""
+        async with self._translated():
+            saved = await self._save_unless_final(
+                keys=[Keys.task(record.id), Keys.COPY_DUE], args=[record.model_dump_json(), at,
+                                                                  record.id],
+            )  # fmt: skip
+            await self._redis.zrem(Keys.POLL_DUE, record.id)
+        return int(saved) == 1
+
+    async def extend_lease(self, schedule: str, member: str, until: float) -> None:
+        """Keep a claimed schedule member leased (only if it is still scheduled)."""
+        async with self._translated():
+            await self._redis.zadd(schedule, {member: until}, xx=True)
+
+    async def schedule_on(self, schedule: str, member: str, at: float) -> None:
+        async with self._translated():
+            await self._redis.zadd(schedule, {member: at})
+
+    async def unschedule_from(self, schedule: str, member: str) -> None:
+        async with self._translated():
+            await self._redis.zrem(schedule, member)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         async with self._translated():

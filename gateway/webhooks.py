@@ -5,6 +5,12 @@ Deliveries are queued in Redis atomically with the task's move to a final state
 none. Delivery is at least once: a non-2xx answer or a timeout is retried after 5 s, then with
 growing delays (``webhooks.retry_delays_s``; 8 tries over about 64 minutes by default). Every
 retry carries the same ``webhook-id``, so receivers can drop duplicates.
+
+A ``webhook_url`` is the client's choice of where the gateway sends a request: it must not
+reach the gateway's own network (:mod:`gateway.netguard`). It is checked when the task is
+created (:func:`refusal`, a ``422``) and again when each delivery connects (the sender's
+transport connects only to the address it checked, so DNS rebinding cannot redirect it);
+``webhooks.allow_hosts`` names hosts the operator trusts. Redirects are not followed.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from redis.asyncio import Redis
 from gateway.config import WebhookSettings
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, WebhookOutcome
+from gateway.netguard import AddressPolicy, GuardedTransport, UnsafeDestination, check_url
 from gateway.store import Keys, TaskRecord, TaskStore, translated
 
 logger = logging.getLogger(__name__)
@@ -35,6 +42,8 @@ logger = logging.getLogger(__name__)
 LEASE_S = 60.0
 TICK_S = 0.5
 BATCH = 32
+REFUSED = "refused:"
+"""How a delivery error starts when the gateway itself refused the destination."""
 
 
 class WebhookDelivery(BaseModel):
@@ -73,6 +82,22 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: str) -> str:
 def retry_delay_s(attempt: int, delays: list[float]) -> float:
     """Wait after the ``attempt``-th failed try (1-based); the last delay repeats."""
     return delays[min(attempt, len(delays)) - 1]
+
+
+def address_policy(settings: WebhookSettings) -> AddressPolicy:
+    """Where webhooks may go: public addresses, and the hosts in ``webhooks.allow_hosts``."""
+    return AddressPolicy(allow_hosts=frozenset(h.lower().rstrip(".") for h in settings.allow_hosts))
+
+
+async def refusal(url: str, settings: WebhookSettings, listen: tuple[str, int]) -> str | None:
+    """Why the gateway will not deliver to ``url``, or None when it will."""
+    try:
+        await check_url(url, address_policy(settings))
+    except UnsafeDestination as exc:
+        return f"refused: {exc.reason}"
+    if await points_at_self(url, *listen):
+        return "must not point at this gateway"
+    return None
 
 
 async def points_at_self(url: str, listen_host: str, listen_port: int) -> bool:
@@ -133,7 +158,9 @@ class WebhookSender:
         self._key = signing_key(secret)
         self._listen = (listen_host, listen_port)
         self._client = httpx.AsyncClient(
-            timeout=settings.timeout_s, follow_redirects=False, transport=transport
+            timeout=settings.timeout_s,
+            follow_redirects=False,
+            transport=GuardedTransport(address_policy(settings), transport),
         )
         self._stop = asyncio.Event()
 
@@ -177,7 +204,8 @@ class WebhookSender:
             await self._forget(delivery_id)
             return
         delivery.last_error = error
-        if delivery.attempt >= self._settings.max_attempts:
+        # A destination the address rules refuse stays refused: no point trying it again.
+        if delivery.attempt >= self._settings.max_attempts or error.startswith(REFUSED):
             self._metrics.webhook_delivery("abandoned")
             logger.error(
                 "webhook given up",
@@ -196,7 +224,7 @@ class WebhookSender:
     async def _post(self, delivery: WebhookDelivery) -> tuple[WebhookOutcome, str | None]:
         """The outcome, and why it failed (None on success)."""
         if await points_at_self(delivery.url, *self._listen):
-            return "rejected", "refused: the URL points at this gateway"
+            return "rejected", f"{REFUSED} the URL points at this gateway"
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -207,6 +235,8 @@ class WebhookSender:
         try:
             response = await self._client.post(delivery.url, content=delivery.payload,
                                                headers=headers)  # fmt: skip
+        except UnsafeDestination as exc:
+            return "rejected", f"{REFUSED} {exc.reason}"
         except httpx.HTTPError as exc:
             return "unreachable", type(exc).__name__
         if response.is_success:

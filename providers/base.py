@@ -78,6 +78,14 @@ class UpstreamStatus(BaseModel):
     """0–100, where the upstream reports how far a running task is (None: it does not)."""
 
 
+class AccountBalance(BaseModel):
+    """What a reseller account can still spend, in US cents."""
+
+    model_config = ConfigDict(frozen=True)
+
+    balance_cents: int
+
+
 class ProviderSettings(BaseModel):
     """What an adapter needs to talk to one reseller account."""
 
@@ -112,3 +120,16 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class BalanceReader(Protocol):
+    """An optional capability of an adapter whose reseller publishes the account balance
+    (``Capabilities.balance_api``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def balance(self) -> AccountBalance:
+        """Read the account balance (free). Raises a ProviderError subclass on any failure."""
+        ...

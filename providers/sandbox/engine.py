@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 CreateFault = Literal[
@@ -37,6 +38,8 @@ CreateFault = Literal[
     "drop",
 ]
 StatusFault = Literal["none", "http_500", "hang"]
+VideoFault = Literal["none", "http_404", "expired", "html", "truncated", "http_500"]
+"""How a finished video's link misbehaves (``providers.sandbox.videos``)."""
 Outcome = Literal["completed", "failed"]
 
 FAIL_MARKER = "[sandbox:fail]"
@@ -63,6 +66,27 @@ class Knobs(BaseModel):
     complete_after_s: float = Field(default=3.0, ge=0, description="Final this long after create.")
     task_outcome: Outcome = "completed"
     status_fault: StatusFault = "none"
+    video_bytes: int = Field(
+        default=64 * 1024, ge=64, le=2**31, description="Size of each finished video's file."
+    )
+    video_fault: VideoFault = "none"
+    video_bytes_per_s: float | None = Field(
+        default=None, gt=0, description="Pace of video downloads (a slow reseller)."
+    )
+    business_code: int | None = Field(
+        default=None,
+        description="MiniMax only: answer every create HTTP 200 with this base_resp.status_code.",
+    )
+    balance_cents: int | None = Field(
+        default=None,
+        description="Set the account balance (RunAPI): each accepted create is charged its "
+        "price and a create it cannot cover answers 402; null: unlimited.",
+    )
+    url_base: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#]+$",
+        description="fal: the origin its status_url/response_url name (None: its own).",
+    )
 
 
 class Counters(BaseModel):
@@ -71,6 +95,15 @@ class Counters(BaseModel):
     create_calls: int = 0
     accepted_creates: int = 0
     status_calls: int = 0
+    file_calls: int = 0
+    """MiniMax's ``files/retrieve``."""
+    challenges_sent: int = 0
+    challenges_echoed: int = 0
+    """Callback handshakes (MiniMax) answered with the challenge within 3 s."""
+    callbacks_sent: int = 0
+    balance_calls: int = 0
+    video_downloads: int = 0
+    """Downloads of finished videos started (``/files/...``)."""
 
 
 class Stats(BaseModel):
@@ -80,6 +113,9 @@ class Stats(BaseModel):
     counters: Counters
     knobs: Knobs
     tasks: int
+    authorizations: list[str] = Field(default_factory=list)
+    """Every distinct ``Authorization`` header its API routes received (sandbox keys are no
+    secrets), so a test can prove which credentials reached which host."""
 
 
 class TaskList(BaseModel):
@@ -119,6 +155,9 @@ class SimTask:
     queue_s: float
     complete_after_s: float | None  # None: never completes
     outcome: Outcome
+    refusal: str | None = None
+    """Why a queue-style reseller (fal) fails the task at its end rather than refusing the
+    create: ``"content"``, or a validation message."""
 
     def phase(self, now: float) -> Phase:
         elapsed = now - self.created_at
@@ -153,21 +192,51 @@ class SandboxState:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks: dict[str, SimTask] = {}
+        self.balance_cents = self.knobs.balance_cents
+        """What the account can still spend; None: unlimited. Set by the knob, lowered by
+        each accepted create's price (:meth:`charge`)."""
+        self.spent_cents = 0
+        self.authorizations: set[str] = set()
         self.stopping = asyncio.Event()
+        self.outbound: httpx.AsyncBaseTransport | None = None
+        """How the reseller's own requests (callbacks) travel; None: real sockets. In-process
+        tests point it at the gateway's ASGI app."""
+        self.background: set[asyncio.Task[None]] = set()
+        """Requests the reseller makes on its own (MiniMax's callbacks), until they end."""
         self._clock = clock or time.monotonic
 
     def now(self) -> float:
         return self._clock()
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, held until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     def reset(self) -> None:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks.clear()
+        self.balance_cents = self.knobs.balance_cents
+        self.spent_cents = 0
+        self.authorizations.clear()
 
     def update_knobs(self, patch: dict[str, object]) -> Knobs:
         """Apply a partial update; raises ``pydantic.ValidationError`` and changes nothing."""
         self.knobs = Knobs.model_validate({**self.knobs.model_dump(), **patch})
+        if "balance_cents" in patch:
+            self.balance_cents = self.knobs.balance_cents
         return self.knobs
+
+    def charge(self, cents: int) -> bool:
+        """Take ``cents`` from the balance; False (nothing taken) when it cannot cover them."""
+        if self.balance_cents is not None:
+            if self.balance_cents < cents:
+                return False
+            self.balance_cents -= cents
+        self.spent_cents += cents
+        return True
 
     async def delay(self) -> None:
         """The ``latency_ms`` every create and status answer waits."""
@@ -177,11 +246,14 @@ class SandboxState:
     def refuses_content(self, prompt: str) -> bool:
         return self.knobs.create_fault == "content" or CONTENT_MARKER in prompt
 
-    def accept(self, task_id: str, spec: TaskSpec) -> SimTask:
-        """Record an accepted create; its timeline comes from the knobs and prompt markers."""
+    def accept(self, task_id: str, spec: TaskSpec, *, refusal: str | None = None) -> SimTask:
+        """Record an accepted create; its timeline comes from the knobs and prompt markers.
+
+        A ``refusal`` makes the task end failed for that reason (see :attr:`SimTask.refusal`).
+        """
         knobs = self.knobs
         never = SLOW_MARKER in spec.prompt
-        failed = knobs.task_outcome == "failed" or FAIL_MARKER in spec.prompt
+        failed = knobs.task_outcome == "failed" or FAIL_MARKER in spec.prompt or bool(refusal)
         task = SimTask(
             task_id=task_id,
             spec=spec,
@@ -189,6 +261,7 @@ class SandboxState:
             queue_s=knobs.queue_s,
             complete_after_s=None if never else max(knobs.complete_after_s, knobs.queue_s),
             outcome="failed" if failed else "completed",
+            refusal=refusal,
         )
         self.tasks[task_id] = task
         self.counters.accepted_creates += 1
@@ -200,6 +273,7 @@ class SandboxState:
             counters=self.counters.model_copy(),
             knobs=self.knobs,
             tasks=len(self.tasks),
+            authorizations=sorted(self.authorizations),
         )
 
     def task_list(self) -> TaskList:

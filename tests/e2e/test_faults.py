@@ -450,7 +450,7 @@ def test_no_configured_secret_appears_in_any_output_of_a_full_scripted_run(
         server={"host": "127.0.0.1", "max_body_bytes": 4096},
         auth={"keys": [{"name": "demo", "key_env": "GATEWAY_KEY_DEMO"},
                        {"name": "other", "key_env": "GATEWAY_KEY_OTHER", "rate_per_minute": 2}]},
-        webhooks={"retry_delays_s": [0.5]},
+        webhooks={"retry_delays_s": [0.5], "allow_hosts": ["127.0.0.1"]},
     )  # fmt: skip
     answers: dict[str, httpx.Response] = {}
     tasks: list[dict[str, Any]] = []

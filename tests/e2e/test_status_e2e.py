@@ -101,8 +101,8 @@ def test_completed_task_is_served_thirty_times_without_an_upstream_call(
 def test_webhook_arrives_signed_over_a_real_socket_after_a_500(
     sandbox: Sandbox, redis_url: str, tmp_path: Path, gateways: list[Gateway], hooks: Hooks
 ) -> None:
-    cfg = gateway_config(sandbox, redis_url, tmp_path / "data",
-                         webhooks={"retry_delays_s": [0.5]})  # fmt: skip
+    hooks_cfg = {"retry_delays_s": [0.5], "allow_hosts": ["127.0.0.1"]}
+    cfg = gateway_config(sandbox, redis_url, tmp_path / "data", webhooks=hooks_cfg)
     gw = start(gateways, cfg, tmp_path)
     with gw.client() as client:
         task_id = client.post("/v1/videos", json={**BODY, "webhook_url": hooks.url}).json()["id"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
 
 from gateway.config import CircuitSettings
+from gateway.errors import StoreUnavailable
 from gateway.health import Circuit, Health, percentile
+from gateway.store import Keys, connect
 from providers import errors as perr
 
 SETTINGS = CircuitSettings(failures_to_open=3, cooldown_s=30, account_cooldown_s=600)
@@ -140,3 +143,33 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.5) is None
     assert percentile([5.0], 0.99) == 5.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+
+
+async def test_buffered_successes_survive_a_failed_health_read(
+    redis: Redis, redis_url: str
+) -> None:
+    """A success buffered in memory reaches Redis with the next read; a read that fails must
+    keep it for the one after, not drop it. Redis ACLs make the read fail for real."""
+    await redis.acl_setuser(
+        "health_reader", enabled=True, passwords=["+health-test-password"],
+        commands=["+@all", "-lpush"], keys=["*"],
+    )  # fmt: skip
+    joiner = "&" if "?" in redis_url else "?"
+    limited = connect(f"{redis_url}{joiner}username=health_reader&password=health-test-password")
+    try:
+        clock = Clock()
+        # refresh_s large: successes stay buffered until a read this test triggers.
+        h = Health(limited, SETTINGS, ["runapi"], clock=clock, refresh_s=3600)
+        await h.snapshot(fresh=True)
+        for ms in (10.0, 20.0, 30.0):
+            await h.record("runapi", None, latency_ms=ms)
+        assert await redis.llen(Keys.health_outcomes("runapi")) == 0  # still buffered
+        with pytest.raises(StoreUnavailable):
+            await h.snapshot(fresh=True)  # LPUSH refused: the read fails
+        await redis.acl_setuser("health_reader", commands=["+lpush"])
+        state = (await h.snapshot(fresh=True))["runapi"]
+        assert await redis.llen(Keys.health_outcomes("runapi")) == 3
+        assert state.latency_p50_ms == 20
+    finally:
+        await limited.aclose()
+        await redis.acl_deluser("health_reader")

@@ -26,6 +26,9 @@ from gateway.app import create_app
 from gateway.config import resolve_secrets, settings_from_mapping
 from gateway.logs import JsonFormatter
 from gateway.metrics import (
+    BUDGET_PERIODS,
+    COPY_OUTCOMES,
+    DELETION_OUTCOMES,
     ERROR_OUTCOMES,
     FAILOVER_REASONS,
     FINAL_STATUSES,
@@ -133,9 +136,14 @@ async def test_scripted_traffic_counts_tasks_spend_outcomes_and_status_calls_exa
         ("runapi", "standard", "768P"): 1,
         ("apiinone", "standard", "768P"): 1,
     }
+    # Spend means billed: only the completed task counts (resellers bill successful ones).
     spend = {p: s.value("gateway_spend_usd_total", provider=p) for p in PROVIDERS}
-    assert spend == pytest.approx({"runapi": 0.30, "apiinone": 0.32})
-    assert sum(spend.values()) == pytest.approx(sum(t["price_usd"] for t in script.tasks))
+    assert spend == pytest.approx({"runapi": 0.30, "apiinone": 0.0})
+    completed = [t for t in script.tasks if t["status"] == "completed"]
+    assert sum(spend.values()) == pytest.approx(sum(t["price_usd"] for t in completed))
+    assert s.value("gateway_client_spend_usd_total", client="demo") == pytest.approx(0.30)
+    assert s.value("gateway_client_spend_usd_total", client="other") == 0
+    assert s.nonzero("gateway_spend_at_risk_usd_total", "provider") == {}
     assert s.nonzero("gateway_tasks_finished_total", "provider", "status") == {
         ("runapi", "completed"): 1,
         ("apiinone", "failed"): 1,
@@ -168,11 +176,16 @@ async def test_an_ambiguous_submit_is_counted_for_its_provider(
     }
     app = create_app(settings, resolve_secrets(settings, ENV), transports=transports)
     async with AsyncTestClient(app) as client:
-        h = Harness(client, SandboxState("runapi", "unused", FAST), sandbox, settings)
+        h = Harness(
+            client, SandboxState("runapi", "unused", FAST), sandbox, settings,
+            SandboxState("minimax", "unused", FAST),
+        )  # fmt: skip
         response = await h.create({"prompt": "a quiet harbour", "image": IMAGE})
         assert response.json()["code"] == "upstream_outcome_unknown"
         s = await h.scrape()
     assert s.nonzero("gateway_ambiguous_submits_total", "provider") == {("runapi",): 1}
+    assert s.nonzero("gateway_spend_at_risk_usd_total", "provider") == {("runapi",): 0.30}
+    assert s.nonzero("gateway_spend_usd_total", "provider") == {}
     assert s.nonzero("gateway_upstream_calls_total", "provider", "operation", "outcome") == {
         ("runapi", "create", "outcome_unknown"): 1
     }
@@ -208,11 +221,13 @@ def allowed_label_values(h: Harness) -> dict[str, set[str]]:
         "from_provider": providers,
         "to_provider": providers,
         "operation": {*SUCCESS, *REDIS_OPERATIONS},
-        "outcome": {*outcomes, *WEBHOOK_OUTCOMES, OTHER},
+        "outcome": {*outcomes, *WEBHOOK_OUTCOMES, *COPY_OUTCOMES, *DELETION_OUTCOMES, OTHER},
         "reason": {*FAILOVER_REASONS, OTHER},
         "tier": {*TIERS, OTHER},
         "resolution": {*RESOLUTIONS, OTHER},
         "version": {__version__},
+        "client": {*(k.name for k in h.settings.auth.keys), OTHER},
+        "period": {*BUDGET_PERIODS, OTHER},
     }
 
 
@@ -396,4 +411,6 @@ async def test_redis_outage_fails_readyz_and_counts_redis_errors(
     # The deletion channel's subscriber retries once a second in the background: counted too,
     # as often as it ran by now.
     errors.pop(("invalidation",), None)
-    assert errors == {("ping",): 1, ("health",): 1}
+    assert errors == {
+        ("ping",): 1, ("health",): 1, ("budgets",): 1,  # the scrape reads budget use too
+    }  # fmt: skip

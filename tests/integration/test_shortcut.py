@@ -57,7 +57,7 @@ async def call(
 def shortcut_of(h: Harness, downstream: Downstream) -> FinalTaskShortcut:
     """A shortcut over ``downstream`` with the running app's own keys, cache and limiter."""
     resources: Resources = h.client.app.state.resources
-    return FinalTaskShortcut(downstream, h.client.app.state.client_keys, lambda: resources)
+    return FinalTaskShortcut(downstream, lambda: resources)
 
 
 async def test_remembered_final_task_is_answered_without_the_app_as_the_app_answered_it(
@@ -114,6 +114,22 @@ async def test_remembered_final_tasks_still_spend_the_clients_rate_limit(
     refused = await h.read(task_id)
     assert refused.status_code == 429
     assert refused.json()["code"] == "rate_limited"
+
+
+async def test_a_lookup_the_shortcut_hands_on_spends_one_rate_limit_token(
+    harness_factory: Callable[..., Any],
+) -> None:
+    """The shortcut and the app's guard call the same authorize(); its verdict is kept for the
+    request, so another client's lookup of a remembered task (handed on, answered 404 by the
+    app) costs one token, not two."""
+    h: Harness = await harness_factory(
+        auth={"keys": [{"name": "demo", "key_env": "GATEWAY_KEY_DEMO"},
+                       {"name": "other", "key_env": "GATEWAY_KEY_OTHER", "rate_per_minute": 4}]},
+    )  # fmt: skip
+    task_id = await final_task(h)
+    await h.read(task_id)  # the owner's lookup puts it in the cache
+    answers = [(await h.read(task_id, key=OTHER_KEY)).status_code for _ in range(5)]
+    assert answers == [404, 404, 404, 404, 429]
 
 
 async def test_shortcut_answers_are_counted_and_carry_a_request_id(harness: Harness) -> None:

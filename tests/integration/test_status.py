@@ -65,7 +65,9 @@ async def test_webhook_is_delivered_signed_without_any_lookup_and_retried_after_
         status={"background_polling": True},
         webhooks_={"retry_delays_s": [0.2]},
     )
-    task = (await h.create({**BODY, "webhook_url": "https://hooks.example/videos"})).json()
+    created = await h.create({**BODY, "webhook_url": "https://hooks.example/videos"})
+    assert created.status_code == 202
+    task = created.json()
     await until(lambda: len(receiver.calls) == 2)
     (first_headers, first_body), (headers, body) = receiver.calls
     assert headers["webhook-id"] == first_headers["webhook-id"]  # one message, tried twice
@@ -102,13 +104,53 @@ async def test_two_instances_deliver_one_final_webhook_once(
 async def test_webhook_url_pointing_at_the_gateway_itself_is_refused(
     harness_factory: Callable[..., Any],
 ) -> None:
-    h: Harness = await harness_factory(webhooks=Receiver())
+    # Loopback is allowed here by name, so only the self-loop rule can refuse these.
+    h: Harness = await harness_factory(
+        webhooks=Receiver(), webhooks_={"allow_hosts": ["127.0.0.1", "localhost"]}
+    )
     for url in ("http://127.0.0.1:8080/hook", "http://localhost:8080/v1/videos"):
         response = await h.create({**BODY, "webhook_url": url})
         assert response.status_code == 422, url
         assert response.json()["errors"][0]["field"] == "webhook_url"
+        assert "this gateway" in response.json()["errors"][0]["message"]
     assert (await h.create({**BODY, "webhook_url": "http://127.0.0.1:9/hook"})).status_code == 202
     assert h.upstream_creates == 1
+
+
+SSRF_TARGETS = [
+    "http://169.254.169.254/latest/meta-data/iam/",
+    "http://127.0.0.1:6379/",
+    "http://10.0.0.1/hook",
+    "http://localhost/hook",
+    "http://[::1]/hook",
+    "http://[fd00:ec2::254]/",
+    "http://100.64.1.1/hook",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://224.0.0.251/",
+    "http://0.0.0.0:8080/",
+]
+
+
+async def test_webhook_urls_reaching_internal_addresses_are_refused_before_any_upstream_call(
+    harness_factory: Callable[..., Any],
+) -> None:
+    h: Harness = await harness_factory(webhooks=Receiver())
+    for url in SSRF_TARGETS:
+        response = await h.create({**BODY, "webhook_url": url})
+        assert response.status_code == 422, url
+        assert response.json()["errors"][0]["field"] == "webhook_url", url
+    assert h.upstream_creates == 0
+
+
+async def test_allow_hosts_lets_an_operator_name_an_internal_webhook_host(
+    harness_factory: Callable[..., Any],
+) -> None:
+    h: Harness = await harness_factory(
+        webhooks=Receiver(), webhooks_={"allow_hosts": ["hooks.example", "LocalHost"]}
+    )
+    response = await h.create({**BODY, "webhook_url": "http://localhost:9/hook"})
+    assert response.status_code == 202
+    assert (await h.create({**BODY, "webhook_url": "http://127.0.0.1:9/"})).status_code == 422
 
 
 async def test_webhook_url_without_a_signing_secret_is_refused(harness: Harness) -> None:
@@ -221,3 +263,36 @@ async def test_pending_webhooks_survive_a_restart(harness_factory: Callable[...,
     )  # fmt: skip
     await until(lambda: len(healthy.calls) == 1)
     assert json.loads(healthy.calls[0][1])["status"] == "completed"
+
+
+async def test_a_webhook_destination_that_turned_internal_is_refused_when_it_connects(
+    harness_factory: Callable[..., Any], redis: Redis
+) -> None:
+    """The check is repeated on the address connected to: a URL that passed at create time but
+    now leads inside (DNS rebinding, stood in for by rewriting the stored URL) gets no request,
+    and is given up at once rather than retried."""
+    receiver = Receiver()
+    h: Harness = await harness_factory(
+        knobs=Knobs(queue_s=0, complete_after_s=1.0),
+        webhooks=receiver,
+        status={"background_polling": True},
+        webhooks_={"retry_delays_s": [0.1]},
+    )
+    created = await h.create({**BODY, "webhook_url": "https://hooks.example/v"})
+    assert created.status_code == 202
+    key = Keys.task(created.json()["id"])
+    record = TaskRecord.model_validate_json(await redis.get(key) or b"")
+    record.webhook_url = "http://127.0.0.1:9/hook"
+    await redis.set(key, record.model_dump_json(), keepttl=True)
+
+    async def given_up() -> float:
+        return (await h.scrape()).value("gateway_webhook_deliveries_total", outcome="abandoned")
+
+    deadline = time.monotonic() + 8
+    while await given_up() < 1:
+        assert time.monotonic() < deadline, "the delivery was not given up"
+        await asyncio.sleep(0.1)
+    scrape = await h.scrape()
+    assert scrape.value("gateway_webhook_deliveries_total", outcome="rejected") == 1
+    assert scrape.value("gateway_webhook_deliveries_total", outcome="unreachable") == 0
+    assert receiver.calls == []

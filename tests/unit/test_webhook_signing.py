@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import StatusSettings
+from gateway.config import StatusSettings, WebhookSettings
 from gateway.poller import next_poll_delay
 from gateway.webhooks import points_at_self, retry_delay_s, sign, signing_key
 
@@ -15,11 +15,13 @@ def test_signature_matches_the_standard_webhooks_published_vector() -> None:
 
 
 def test_default_retry_schedule_gives_eight_tries_within_about_an_hour() -> None:
-    schedule = [5.0, 20.0, 60.0, 180.0, 600.0, 1200.0, 1800.0]
-    waits = [retry_delay_s(n, schedule) for n in range(1, 8)]
-    assert waits[0] <= 10  # the first retry within 10 s
-    assert waits == sorted(waits)
-    assert 3000 <= sum(waits) <= 4500
+    settings = WebhookSettings()  # the shipped defaults, not a copy of them
+    retries = settings.max_attempts - 1
+    waits = [retry_delay_s(n, settings.retry_delays_s) for n in range(1, retries + 1)]
+    assert settings.max_attempts == 8
+    assert waits[0] <= 10  # the first retry within 10 s (api.md §3)
+    assert waits == sorted(waits)  # backing off, never hurrying
+    assert 3000 <= sum(waits) <= 4500  # about an hour in all
 
 
 def test_last_retry_delay_repeats() -> None:
