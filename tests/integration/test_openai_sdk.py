@@ -1,10 +1,13 @@
 """The real ``openai`` Python SDK against the gateway (api.md §6): ``client.videos.create``,
-``retrieve``, ``poll``/``create_and_poll``, ``list`` and ``delete``, as a service built on the SDK
-would call them. The SDK talks to the app in process through httpx's ASGI transport, the
-app to a real Redis and the simulated resellers."""
+``retrieve``, ``poll``/``create_and_poll``, ``list``, ``delete`` and ``download_content``, as a
+service built on the SDK would call them. The SDK talks to the app in process (through the
+harness's test client), the app to a real Redis, the simulated resellers and the local-file
+video store."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import openai
@@ -12,7 +15,8 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types import VideoSeconds, VideoSize
 
-from tests.integration.conftest import CLIENT_KEY, IMAGE, OTHER_KEY, Harness
+from tests.integration.conftest import CLIENT_KEY, IMAGE, OTHER_KEY, Harness, minimax_config
+from tests.integration.test_stored_videos import expected_video, files, stored_harness
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 PROMPT = "a heron taking off from a pond"
@@ -115,3 +119,37 @@ async def test_sdk_delete(harness: Harness, client: AsyncOpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         await client.videos.delete(video.id)
     assert (await client.videos.list()).data == []
+
+
+async def test_sdk_upload_of_a_png_is_accepted_by_a_provider_that_takes_data_uris(
+    harness_factory: Callable[..., Any],
+) -> None:
+    """MiniMax's ``first_frame_image`` takes data URIs: the upload goes there, as a data URI."""
+    h: Harness = await harness_factory(providers={"minimax": minimax_config()})
+    video = await sdk(h).videos.create(
+        prompt=PROMPT, input_reference=("frame.png", PNG, "image/png")
+    )
+    assert (video.status, video.model_extra and video.model_extra["provider"]) == (
+        "queued", "minimax"
+    )  # fmt: skip
+    assert video.model_extra is not None
+    assert video.model_extra["mode"] == "image_to_video"
+    assert h.minimax.counters.accepted_creates == 1
+
+
+async def test_sdk_download_content_is_the_stored_copy_and_delete_removes_it(
+    harness_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    h = await stored_harness(harness_factory, tmp_path)
+    client = sdk(h)
+    video = await client.videos.create_and_poll(prompt=PROMPT, extra_body=BY_URL)
+    assert video.status == "completed"
+    content = await client.videos.download_content(video.id)
+    stored = files(tmp_path)
+    assert len(stored) == 1
+    assert content.content == stored[0].read_bytes()
+    assert content.content == await expected_video(cast(str, video.model_extra["provider_task_id"]))  # type: ignore[index]
+    await client.videos.delete(video.id)
+    assert files(tmp_path) == []  # the stored copy went with the task
+    with pytest.raises(openai.NotFoundError):
+        await client.videos.download_content(video.id)
