@@ -108,9 +108,9 @@ def _sizes() -> tuple[Schema, Schema]:
 
 
 def _rules(served: list[str], *, form: bool) -> list[Schema]:
-    """What no property alone says: no 10 s at 1080P; two spellings agree; one image. Written
-    with ``anyOf`` alone (a property only constrains a member that is present), not
-    ``not``/``if``: schemathesis cannot check a generated file against those."""
+    """What no property alone says: no 10 s at 1080P; two spellings agree; one image; an
+    image-only model gets one. Written with ``anyOf`` (a property constrains only a member that
+    is present); a form's "absent" is ``not {}``, as a form field is never null."""
     six, ten = _seconds(form)
     size_768, size_1080 = _sizes()
     small = {"resolution": _str(R768), "size": size_768}
