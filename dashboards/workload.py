@@ -126,6 +126,8 @@ def _gateway_config(port: int, runapi: str, apiinone: str, data_dir: Path) -> di
         "routing": {"circuit": {"failures_to_open": 5, "cooldown_s": 10}},
         "status": {"poll_interval_s": 1},
         "log": {"level": "WARNING"},
+        # The simulated resellers' video links are on loopback: let the copier fetch them.
+        "storage": {"allow_private_sources": True},
         "providers": providers,
     }
 
