@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import Gateway, Sandbox, gateway_config, wait_final
 from tests.sandbox_process import FAL_KEY
+from tests.scrape import Scrape
 
 pytestmark = pytest.mark.e2e
 IMAGE = "https://example.com/first-frame.png"
@@ -179,6 +180,9 @@ def test_a_status_url_on_another_host_is_a_taken_task_never_followed_nor_sent_el
     assert sandbox.authorizations("runapi") == []
     assert sandbox.authorizations("fal") == [FAL_AUTH]
     assert FAL_KEY not in gateway.logs()
+    scrape = Scrape(httpx.get(f"{gateway.url}/metrics").text)
+    assert scrape.value("gateway_spend_at_risk_usd_total", provider="fal") == 0.28
+    assert scrape.value("gateway_ambiguous_submits_total", provider="fal") == 1
 
 
 @pytest.mark.parametrize(
