@@ -53,6 +53,10 @@ class ServerSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     """Worker processes sharing the listening socket (``gateway.workers``). 1: the app runs in
     the ``gateway serve`` process itself."""
+    drain_s: float = Field(3.0, ge=0, le=300)
+    """On SIGTERM: seconds of ``/readyz`` answering 503 while every request is still served, so
+    a load balancer takes the instance out; then the listening socket closes and requests in
+    flight finish (``gateway.drain``)."""
 
 
 class RedisSettings(_Section):
@@ -129,6 +133,32 @@ class WebhookSettings(_Section):
     allow_hosts: list[str] = Field(default_factory=list)
     """Host names a ``webhook_url`` may name although they resolve to a loopback, private or
     otherwise internal address (api.md §3 "Webhooks"); compared case-insensitively."""
+
+
+class StorageSettings(_Section):
+    """Where finished videos are kept (api.md §3 "Stored videos"; README "Stored videos")."""
+
+    enabled: bool = True
+    """False: ``video_url`` is the reseller's link and nothing is copied."""
+    url: str | None = Field(None, pattern=r"^(file|s3|s3a|gs|az|azure|abfs|abfss)://")
+    """None: files under ``<redis.data_dir>/videos``. ``file:///path``, ``s3://bucket/prefix``,
+    ``gs://bucket/prefix``, ``az://container/prefix``."""
+    endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    """An S3-compatible endpoint (SeaweedFS, MinIO, R2…)."""
+    region: str | None = None
+    access_key_id_env: EnvVarName | None = None
+    secret_access_key_env: EnvVarName | None = None
+    max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    copy_deadline_s: float = Field(600.0, gt=0)
+    retention_days: float = Field(7.0, gt=0)
+    redirect: bool = False
+    """``/content`` answers 302 to a short-lived signed URL where the store signs."""
+    allow_private_sources: bool = False
+    """True only for simulated resellers on loopback or private addresses."""
+    copy_concurrency: int = Field(4, ge=1, le=64)
+    """Copies one instance runs at once (each holds about two 5 MiB upload parts)."""
+    copy_lease_s: float = Field(30.0, ge=1.0)
+    """How long a copy stays claimed by an instance that stopped extending it (it died)."""
 
 
 class IdempotencySettings(_Section):
@@ -268,6 +298,7 @@ class Settings(BaseSettings):
     status: StatusSettings = StatusSettings()
     webhooks: WebhookSettings = WebhookSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    storage: StorageSettings = StorageSettings()
     log: LogSettings = LogSettings()
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
 
@@ -372,6 +403,8 @@ class Secrets(BaseModel):
     provider_keys: dict[str, SecretStr]
     """provider name → upstream API key (enabled providers only)"""
     webhook_secret: SecretStr | None
+    storage_access_key_id: SecretStr | None = None
+    storage_secret_access_key: SecretStr | None = None
 
 
 def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
@@ -419,8 +452,15 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
                 f"  webhooks.secret_env: {settings.webhooks.secret_env} must hold whsec_<base64>"
             )
 
+    storage = settings.storage
+    key_id = read("storage.access_key_id_env", storage.access_key_id_env) if (
+        storage.enabled and storage.access_key_id_env) else None  # fmt: skip
+    secret_key = read("storage.secret_access_key_env", storage.secret_access_key_env) if (
+        storage.enabled and storage.secret_access_key_env) else None  # fmt: skip
+
     if problems:
         raise ConfigError("missing secrets or keys:\n" + "\n".join(problems))
     return Secrets(
-        client_keys=client_keys, provider_keys=provider_keys, webhook_secret=webhook_secret
-    )
+        client_keys=client_keys, provider_keys=provider_keys, webhook_secret=webhook_secret,
+        storage_access_key_id=key_id, storage_secret_access_key=secret_key,
+    )  # fmt: skip

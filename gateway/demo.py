@@ -1,8 +1,10 @@
 """``gateway demo``: the gateway, the simulated resellers and an embedded Redis in one process.
 
 The demo reads the real ``config.yaml`` and changes only what must change to run offline:
-provider base URLs point at the simulated resellers, whose keys are the sandbox's own, and the
-client key defaults to a demo value. Then it prints curl commands that work as pasted.
+provider base URLs point at the simulated resellers, whose keys are the sandbox's own, the
+client key defaults to a demo value, and finished videos may be copied from the resellers'
+loopback addresses (``storage.allow_private_sources``). Then it prints curl commands that work
+as pasted.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def _demo_settings(settings: Settings, sandbox: Sandbox, host: str, port: int) -
         update={
             "providers": providers,
             "server": settings.server.model_copy(update={"host": host, "port": port}),
+            "storage": settings.storage.model_copy(update={"allow_private_sources": True}),
         }
     )
 
@@ -76,8 +79,11 @@ def usage(base: str, key: str) -> str:
             "Or animate a first frame with Hailuo 2.3 Fast (image-to-video):",
             _create_command(base, auth, IMAGE_BODY),
             "",
-            "Read it (completed after about 3 seconds):",
+            "Read it (completed after about 3 seconds, once the video is copied):",
             f"  curl -s {base}/v1/videos/$ID -H {auth}",
+            "",
+            "Download the stored video (served by the gateway, not the reseller):",
+            f"  curl -s {base}/v1/videos/$ID/content -H {auth} -o video.mp4 && ls -l video.mp4",
             "",
             f"OpenAPI: {base}/schema/openapi.json",
             "",

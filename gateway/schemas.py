@@ -229,6 +229,12 @@ class Task(BaseModel):
     provider_task_id: str | None
     price_usd: float | None
     video_url: str | None = None
+    """The gateway's link to its stored copy once completed (the reseller's when none could be
+    made)."""
+    expires_at: int | None = None
+    """Until when ``video_url`` works (the stored copy's deletion time); None when unknown."""
+    upstream_video_url: str | None = None
+    """The reseller's own link, for the record."""
     error: TaskError | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     attempts: list[Attempt] = Field(default_factory=list)

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal
 
@@ -85,6 +85,10 @@ class Keys:
 
     POLL_DUE = f"{KEY_PREFIX}:due:poll"
     WEBHOOKS_DUE = f"{KEY_PREFIX}:due:webhooks"
+    COPY_DUE = f"{KEY_PREFIX}:due:video_copy"
+    """Tasks whose finished video is being copied into the gateway's storage (by due time)."""
+    VIDEO_DELETIONS_DUE = f"{KEY_PREFIX}:due:video_delete"
+    """Stored videos' object keys, by deletion time (``storage.retention_days``)."""
 
     @staticmethod
     def callback(token: str) -> str:
@@ -147,6 +151,29 @@ def now_s() -> int:
     return int(time.time())
 
 
+class CopyState(BaseModel):
+    """A finished video's copy into the gateway's storage, while it runs (and how it ended)."""
+
+    started_at: float
+    attempts: int = 0
+    last_error: str | None = None
+    gave_up: str | None = None
+    """Why the reseller's link was kept instead of a stored copy."""
+
+
+class StoredVideo(BaseModel):
+    """The gateway's own copy of a finished video."""
+
+    key: str
+    """The object's key in the store."""
+    size: int
+    sha256: str
+    content_type: str
+    stored_at: int
+    delete_at: int
+    """When retention deletes it (Unix seconds); the task's ``expires_at``."""
+
+
 class TaskRecord(BaseModel):
     """What the store keeps for one task; :meth:`public` is what a client sees."""
 
@@ -177,6 +204,13 @@ class TaskRecord(BaseModel):
     """The request's routing overrides, kept for a resubmission."""
     resubmits: int = 0
     callback_token: str | None = None
+    upstream_video_url: str | None = None
+    """The reseller's own link to the finished video."""
+    expires_at: int | None = None
+    """Until when ``video_url`` works; None when unknown (the reseller's link)."""
+    copy_state: CopyState | None = None
+    """Set while (and after) the finished video is copied; None: no copy was tried."""
+    stored: StoredVideo | None = None
 
     @classmethod
     def new(
@@ -240,6 +274,8 @@ class TaskRecord(BaseModel):
             provider_task_id=self.provider_task_id,
             price_usd=self.price_usd,
             video_url=self.video_url,
+            expires_at=self.expires_at,
+            upstream_video_url=self.upstream_video_url,
             error=self.error,
             metadata=self.metadata,
             attempts=self.attempts,
@@ -356,6 +392,30 @@ class TaskStore:
             done = await self._finalize(keys=keys, args=args)
         return int(done) == 1
 
+    async def begin_copy(self, record: TaskRecord, at: float) -> bool:
+        """Save a task whose video is to be copied (unless final) and put it on the copy
+        schedule at ``at``, off the poll schedule. False when the stored task is final."""
+        async with self._translated():
+            saved = await self._save_unless_final(
+                keys=[Keys.task(record.id), Keys.COPY_DUE], args=[record.model_dump_json(), at,
+                                                                  record.id],
+            )  # fmt: skip
+            await self._redis.zrem(Keys.POLL_DUE, record.id)
+        return int(saved) == 1
+
+    async def extend_lease(self, schedule: str, member: str, until: float) -> None:
+        """Keep a claimed schedule member leased (only if it is still scheduled)."""
+        async with self._translated():
+            await self._redis.zadd(schedule, {member: until}, xx=True)
+
+    async def schedule_on(self, schedule: str, member: str, at: float) -> None:
+        async with self._translated():
+            await self._redis.zadd(schedule, {member: at})
+
+    async def unschedule_from(self, schedule: str, member: str) -> None:
+        async with self._translated():
+            await self._redis.zrem(schedule, member)
+
     async def get(self, task_id: str) -> TaskRecord | None:
         async with self._translated():
             raw = await self._redis.get(Keys.task(task_id))
@@ -394,6 +454,14 @@ class TaskStore:
     async def unschedule(self, task_id: str) -> None:
         async with self._translated():
             await self._redis.zrem(Keys.POLL_DUE, task_id)
+
+    async def hand_back(self, task_ids: Sequence[str], now: float) -> None:
+        """Polls this instance claimed but will not finish (it is stopping): due at ``now``
+        again, so another instance takes them at once. A task no longer on the schedule (it
+        became final meanwhile) is not put back (``XX``)."""
+        if task_ids:
+            async with self._translated():
+                await self._redis.zadd(Keys.POLL_DUE, dict.fromkeys(task_ids, now), xx=True)
 
     async def claim_due(self, schedule: str, now: float, lease_s: float, limit: int) -> list[str]:
         """Members of ``schedule`` due by ``now``, leased to the caller for ``lease_s``."""

@@ -39,6 +39,8 @@ CreateFault = Literal[
     "drop",
 ]
 StatusFault = Literal["none", "http_500", "hang"]
+VideoFault = Literal["none", "http_404", "expired", "html", "truncated", "http_500"]
+"""How a finished video's link misbehaves (``providers.sandbox.videos``)."""
 Outcome = Literal["completed", "failed"]
 
 FAIL_MARKER = "[sandbox:fail]"
@@ -65,6 +67,13 @@ class Knobs(BaseModel):
     complete_after_s: float = Field(default=3.0, ge=0, description="Final this long after create.")
     task_outcome: Outcome = "completed"
     status_fault: StatusFault = "none"
+    video_bytes: int = Field(
+        default=64 * 1024, ge=64, le=2**31, description="Size of each finished video's file."
+    )
+    video_fault: VideoFault = "none"
+    video_bytes_per_s: float | None = Field(
+        default=None, gt=0, description="Pace of video downloads (a slow reseller)."
+    )
     business_code: int | None = Field(
         default=None,
         description="MiniMax only: answer every create HTTP 200 with this base_resp.status_code.",
@@ -94,6 +103,8 @@ class Counters(BaseModel):
     """Callback handshakes (MiniMax) answered with the challenge within 3 s."""
     callbacks_sent: int = 0
     balance_calls: int = 0
+    video_downloads: int = 0
+    """Downloads of finished videos started (``/files/...``)."""
 
 
 class Stats(BaseModel):

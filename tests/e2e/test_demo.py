@@ -51,6 +51,12 @@ def test_demo_prints_text_and_image_create_commands_that_work(tmp_path: Path) ->
         tasks = [run_to_completion(create, read) for create in creates]
         assert [t["mode"] for t in tasks] == ["text_to_video", "image_to_video"]
         assert [t["model"] for t in tasks] == ["hailuo-2.3", "hailuo-2.3-fast"]
+        for task in tasks:  # the stored copies, served by the gateway
+            assert task["video_url"] == f"/v1/videos/{task['id']}/content"
+        download = next(line for line in lines if "/content" in line)
+        subprocess.run(["bash", "-c", f"ID={tasks[0]['id']}\n{download}"], cwd=tmp_path,
+                       timeout=20, check=True, capture_output=True)  # fmt: skip
+        assert (tmp_path / "video.mp4").read_bytes()[4:8] == b"ftyp"
         assert (tmp_path / ".gateway" / "appendonly.aof").exists()
     finally:
         process.send_signal(signal.SIGINT)

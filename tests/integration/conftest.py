@@ -66,6 +66,9 @@ def base_config(redis_url: str) -> dict[str, Any]:
         },
         # Lookups drive refreshes here; tests of the background poller switch it on.
         "status": {"poll_interval_s": 1, "background_polling": False},
+        # Completed tasks keep the reseller's link here; tests/integration/test_stored_videos.py
+        # switches copies on (with a store of its own).
+        "storage": {"enabled": False},
         "providers": {
             "runapi": {
                 "kind": "runapi",
@@ -92,6 +95,20 @@ def base_config(redis_url: str) -> dict[str, Any]:
 
 
 ASGIApp = Callable[..., Awaitable[None]]
+
+
+class HostRouter(httpx.AsyncBaseTransport):
+    """Sends each request to the transport of its host: the simulated resellers' video links
+    (``http://runapi.sandbox/files/…``) reach their apps."""
+
+    def __init__(self, by_host: dict[str, httpx.AsyncBaseTransport]) -> None:
+        self._by_host = by_host
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._by_host.get(request.url.host)
+        if transport is None:
+            raise httpx.ConnectError(f"no such host {request.url.host}", request=request)
+        return await transport.handle_async_request(request)
 
 
 def asgi(app: Litestar | ASGIApp) -> httpx.ASGITransport:
@@ -179,6 +196,9 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
             resolve_secrets(settings, env),
             transports=transports,
             webhook_transport=asgi(webhooks) if webhooks else None,
+            video_transport=HostRouter(
+                {"runapi.sandbox": transports["runapi"], "apiinone.sandbox": transports["apiinone"]}
+            ),
         )
         minimax.outbound = asgi(app)  # its callbacks reach this app, whatever the public URL
         client = AsyncTestClient(app)
