@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -35,12 +36,14 @@ from gateway.cache import FinalTasks
 from gateway.catalogue import ProviderCatalogue
 from gateway.config import BudgetSettings, Secrets, Settings
 from gateway.content import VideoContent, VideoContentController
+from gateway.drain import Drain
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
 from gateway.invalidation import Invalidations
 from gateway.listing import TaskIndex, TaskListing, stored_copy_deleter
+from gateway.live import LiveSettings, Reloader
 from gateway.metrics import Metrics
 from gateway.netguard import AddressPolicy
 from gateway.openai_compat import MAX_FORM_PARTS
@@ -73,6 +76,7 @@ class Resources:
     catalogue: ProviderCatalogue
     health: Health
     authorizer: Authorizer
+    live: LiveSettings
     routes: list[Route]
     listing: TaskListing
     loops: list[Poller | WebhookSender | Balances | VideoCopier | Retention | Invalidations]
@@ -102,11 +106,12 @@ def build_resources(
 ) -> Resources:
     routes = build_routes(settings, secrets, transports)
     names = [r.name for r in routes]
+    live = LiveSettings(settings)
     store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
     balances = Balances(redis, watched_balances(routes), metrics=metrics)
-    budgets = Budgets(redis, budget_table(settings), metrics=metrics)
-    router = Router(routes, settings.routing, health, metrics=metrics, balances=balances)
+    budgets = Budgets(redis, budget_table(live), metrics=metrics)
+    router = Router(routes, live, health, metrics=metrics, balances=balances)
     create_timeout_s = _longest_create_s(settings)
     webhook_secret = secrets.webhook_secret.get_secret_value() if secrets.webhook_secret else None
     videos = (
@@ -176,14 +181,12 @@ def build_resources(
         budgets=budgets,
         listing=listing,
         readiness=Readiness(store.ping, health, names, metrics=metrics),
-        catalogue=ProviderCatalogue(settings, health, balances),
+        catalogue=ProviderCatalogue(live, health, balances),
         health=health,
         authorizer=Authorizer(
-            ClientKeys(secrets.client_keys),
-            RateLimiter(
-                redis, {k.name: k.rate_per_minute for k in settings.auth.keys}, metrics=metrics
-            ),
+            ClientKeys(secrets.client_keys), RateLimiter(redis, live.rate_limits, metrics=metrics)
         ),
+        live=live,
         routes=routes,
         loops=loops,
         content=VideoContent(store, videos, redirect=settings.storage.redirect, metrics=metrics),
@@ -211,11 +214,11 @@ def _video_loops(
     return [copier, retention]
 
 
-def budget_table(settings: Settings) -> BudgetTable:
-    """Clients' budgets, read from ``settings`` when asked (not copied at start-up)."""
+def budget_table(live: LiveSettings) -> BudgetTable:
+    """Clients' budgets, read from the live settings when asked (a reload changes them)."""
 
     def table() -> dict[str, BudgetSettings | None]:
-        return {k.name: k.budget_usd for k in settings.auth.keys}
+        return {k.name: k.budget_usd for k in live.settings.auth.keys}
 
     return table
 
@@ -261,6 +264,22 @@ def build_routes(
     return routes
 
 
+def _reload_on_hangup(
+    live: LiveSettings, read: Callable[[], Settings] | None, metrics: Metrics
+) -> Callable[[], None]:
+    """Install the ``SIGHUP`` handler (when ``read`` is given); returns its removal."""
+    if read is None:
+        return lambda: None
+    reloader = Reloader(live, read, metrics=metrics)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove
+
+
 def _route_methods(app: Litestar) -> dict[str, set[str]]:
     """Route template → the methods whose duration series start at 0 (none for the OpenAPI
     pages, which are routes too but need no zeros)."""
@@ -278,10 +297,13 @@ def create_app(
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     webhook_transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
+    reload: Callable[[], Settings] | None = None,
     video_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Litestar:
     """Build the app. ``transports`` lets tests put a provider behind an httpx transport;
-    ``metrics`` defaults to a new registry for the enabled providers."""
+    ``metrics`` defaults to a new registry for the enabled providers. ``reload`` reads the
+    settings again (the same file and overrides): given, ``SIGHUP`` applies what it reads
+    (``gateway.live``)."""
     if metrics is None:
         metrics = Metrics(
             [name for name, p in settings.providers.items() if p.enabled],
@@ -303,9 +325,15 @@ def create_app(
         )  # fmt: skip
         app.state.resources = resources
         await resources.start()
+        hup = _reload_on_hangup(resources.live, reload, observed)
+        drain = Drain(settings.server.drain_s)
+        resources.readiness.draining = lambda: drain.draining
+        undrain = drain.install(asyncio.get_running_loop())
         try:
             yield
         finally:
+            undrain()
+            hup()
             await resources.stop()
             await redis.aclose()
             if embedded is not None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.balance import Balances
-from gateway.config import Settings
 from gateway.health import Circuit, Health
+from gateway.live import LiveSettings
 from gateway.schemas import LatencyMs, ProviderInfo, ProviderList
 from providers.base import Tier
 from providers.capabilities import HAILUO
 
 
 class ProviderCatalogue:
-    def __init__(self, settings: Settings, health: Health, balances: Balances) -> None:
-        self._settings = settings
+    def __init__(self, live: LiveSettings, health: Health, balances: Balances) -> None:
+        self._live = live
         self._health = health
         self._balances = balances
 
@@ -22,7 +22,7 @@ class ProviderCatalogue:
         snapshot = await self._health.snapshot(fresh=True)
         now = self._health.now()
         data = []
-        for name, cfg in self._settings.providers.items():
+        for name, cfg in self._live.settings.providers.items():
             health = snapshot.get(name)
             data.append(
                 ProviderInfo(

@@ -53,6 +53,10 @@ class ServerSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     """Worker processes sharing the listening socket (``gateway.workers``). 1: the app runs in
     the ``gateway serve`` process itself."""
+    drain_s: float = Field(3.0, ge=0, le=300)
+    """On SIGTERM: seconds of ``/readyz`` answering 503 while every request is still served, so
+    a load balancer takes the instance out; then the listening socket closes and requests in
+    flight finish (``gateway.drain``)."""
 
 
 class RedisSettings(_Section):

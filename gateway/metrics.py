@@ -74,6 +74,9 @@ COPY_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 WEBHOOK_OUTCOMES: Final[tuple[WebhookOutcome, ...]] = (
     "delivered", "rejected", "unreachable", "abandoned",
 )  # fmt: skip
+ReloadOutcome = Literal["applied", "refused"]
+"""A config reload (``SIGHUP``): the file's live keys applied, or the file refused."""
+RELOAD_OUTCOMES: Final[tuple[ReloadOutcome, ...]] = ("applied", "refused")
 
 HTTP_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 UPSTREAM_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
@@ -226,6 +229,10 @@ class Metrics:
             "gateway_webhook_deliveries", "Webhook delivery attempts, by outcome", ["outcome"],
             registry=r,
         )  # fmt: skip
+        self._reloads = Counter(
+            "gateway_config_reloads", "Config reloads (SIGHUP), by outcome: applied or "
+            "refused (the running config stays)", ["outcome"], registry=r,
+        )  # fmt: skip
         self._video_copies = Counter(
             "gateway_video_copies", "Copies of finished videos into the gateway's storage, by "
             "outcome", ["outcome"], registry=r,
@@ -275,6 +282,8 @@ class Metrics:
             self._redis_errors.labels(operation)
         for outcome in WEBHOOK_OUTCOMES:
             self._webhooks.labels(outcome)
+        for reload_outcome in RELOAD_OUTCOMES:
+            self._reloads.labels(reload_outcome)
         for copy_outcome in COPY_OUTCOMES:
             self._video_copies.labels(copy_outcome)
         for deletion in DELETION_OUTCOMES:
@@ -369,6 +378,9 @@ class Metrics:
 
     def webhook_delivery(self, outcome: WebhookOutcome) -> None:
         self._webhooks.labels(_pick(outcome, WEBHOOK_OUTCOMES)).inc()
+
+    def config_reload(self, outcome: ReloadOutcome) -> None:
+        self._reloads.labels(_pick(outcome, RELOAD_OUTCOMES)).inc()
 
     def video_copy(self, outcome: CopyOutcome) -> None:
         self._video_copies.labels(_pick(outcome, COPY_OUTCOMES)).inc()

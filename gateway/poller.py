@@ -306,7 +306,8 @@ class Poller:
         self._create_timeout_s = create_timeout_s
         self._lease_s = lease_s
         self._limits: dict[str, asyncio.Semaphore] = {}
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], str] = {}
+        """Each poll in flight → the task id it claimed."""
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -323,22 +324,33 @@ class Poller:
                     logger.warning("poll schedule unreachable; retrying")
             for task_id in due:
                 task = asyncio.create_task(self._poll(task_id))
-                self._running.add(task)
+                self._running[task] = task_id
                 task.add_done_callback(self._finished)
             tick = BUSY_TICK_S if due or room <= 0 else IDLE_TICK_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), tick)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("background poll failed", exc_info=task.exception())
 
     async def stop(self) -> None:
+        """Stop claiming, cancel the polls in flight and hand their leases back: those tasks
+        are due again now, for another instance, instead of when the leases would run out."""
         self._stop.set()
-        for task in list(self._running):
+        unfinished = dict(self._running)
+        for task in unfinished:
             task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        try:
+            await self._store.hand_back(list(unfinished.values()), time.time())
+        except StoreUnavailable:
+            self._metrics.redis_error("polling")
+            logger.warning(
+                "leases not handed back: redis unreachable; they run out by themselves",
+                extra={"tasks": len(unfinished)},
+            )
 
     async def _poll(self, task_id: str) -> None:
         record = await self._store.get(task_id)

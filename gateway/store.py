@@ -11,7 +11,7 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal
 
@@ -508,6 +508,14 @@ class TaskStore:
     async def unschedule(self, task_id: str) -> None:
         async with self._translated():
             await self._redis.zrem(Keys.POLL_DUE, task_id)
+
+    async def hand_back(self, task_ids: Sequence[str], now: float) -> None:
+        """Polls this instance claimed but will not finish (it is stopping): due at ``now``
+        again, so another instance takes them at once. A task no longer on the schedule (it
+        became final meanwhile) is not put back (``XX``)."""
+        if task_ids:
+            async with self._translated():
+                await self._redis.zadd(Keys.POLL_DUE, dict.fromkeys(task_ids, now), xx=True)
 
     async def claim_due(self, schedule: str, now: float, lease_s: float, limit: int) -> list[str]:
         """Members of ``schedule`` due by ``now``, leased to the caller for ``lease_s``."""

@@ -138,7 +138,8 @@ def gateway_config(
     sandbox: Sandbox, redis_url: str | None, data_dir: Path, **overrides: Any
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "server": {"host": "127.0.0.1"},
+        # No drain on SIGTERM: tests stop many gateways (test_drain_e2e.py sets one).
+        "server": {"host": "127.0.0.1", "drain_s": 0},
         "redis": {"url": redis_url, "data_dir": str(data_dir)},
         "auth": {
             "keys": [

@@ -41,6 +41,7 @@ def test_every_metric_follows_the_naming_conventions() -> None:
         "gateway_circuit_state": "gauge",
         "gateway_redis_errors": "counter",
         "gateway_webhook_deliveries": "counter",
+        "gateway_config_reloads": "counter",
         "gateway_video_copies": "counter",
         "gateway_video_copy_bytes": "counter",
         "gateway_video_copy_duration_seconds": "histogram",
