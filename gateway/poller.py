@@ -395,6 +395,8 @@ def place(record: TaskRecord, placement: Placement) -> None:
 
 
 def _apply(record: TaskRecord, upstream: UpstreamStatus) -> None:
+    if upstream.progress is not None:
+        record.upstream_progress = upstream.progress
     if upstream.status is TaskStatus.COMPLETED:
         record.upstream_video_url = upstream.video_url
         record.finish(TaskStatus.COMPLETED, video_url=upstream.video_url)
