@@ -16,7 +16,6 @@ import httpx
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from redis.asyncio import Redis
 
 from gateway.access import RequestObserver
 from gateway.api import (
@@ -42,7 +41,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.router import Route, Router
 from gateway.service import ServiceOptions, VideoService
 from gateway.shortcut import FinalTaskShortcut
-from gateway.store import IdempotencyStore, TaskStore, connect
+from gateway.store import IdempotencyStore, RedisClient, TaskStore, connect
 from gateway.webhooks import WebhookSender
 from providers.base import ProviderSettings
 from providers.registry import build_provider
@@ -77,7 +76,7 @@ class Resources:
 def build_resources(
     settings: Settings,
     secrets: Secrets,
-    redis: Redis,
+    redis: RedisClient,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     webhook_transport: httpx.AsyncBaseTransport | None = None,
     *,

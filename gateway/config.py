@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import PydanticBaseSettingsSource
 
+from gateway import redis_urls
 from providers.base import Tier
 from providers.capabilities import KINDS
 
@@ -56,8 +57,17 @@ class ServerSettings(_Section):
 
 class RedisSettings(_Section):
     url: str | None = None
-    """None starts an embedded ``redis-server`` with its data in ``data_dir``."""
+    """None starts an embedded ``redis-server`` with its data in ``data_dir``; else
+    ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://``
+    (:mod:`gateway.redis_urls`)."""
     data_dir: Path = Path(".gateway")
+
+    @field_validator("url")
+    @classmethod
+    def _known_topology(cls, url: str | None) -> str | None:
+        if url is not None:
+            redis_urls.parse(url)  # its ValueError names what is wrong
+        return url
 
 
 class ClientKeySettings(_Section):

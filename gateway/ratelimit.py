@@ -13,11 +13,9 @@ import logging
 import math
 from collections.abc import Mapping
 
-from redis.asyncio import Redis
-
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.store import Keys, translated
+from gateway.store import Keys, RedisClient, translated
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +41,7 @@ return tostring(wait)
 
 class RateLimiter:
     def __init__(
-        self, redis: Redis, per_minute: Mapping[str, int | None], *, metrics: Metrics
+        self, redis: RedisClient, per_minute: Mapping[str, int | None], *, metrics: Metrics
     ) -> None:
         self._metrics = metrics
         self._limits = {name: rate for name, rate in per_minute.items() if rate}

@@ -9,36 +9,58 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
+from gateway import redis_urls
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
 from gateway.schemas import Attempt, Mode, Problem, RoutingOverrides, Task, TaskError
+from gateway.shards import DueHints, draw, shard_of, shard_tag
 from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
 
 KEY_PREFIX = "gw"
 
 # Saves that must never undo a final state: a slower poller holding an older answer loses.
-# KEYS: task[, due-set]. ARGV: record[, due-at, task id]: with a due-set, a saved task is also
-# (re)scheduled there, in the same step (an accepted task's first poll).
+# KEYS: task. ARGV: record.
 _SAVE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
 local status = cjson.decode(current)['status']
 if status == 'completed' or status == 'failed' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
-if #KEYS > 1 then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
 return 1
+"""
+
+# An accepted (paid) task's mapping, saved unless final and scheduled for its first poll in
+# the same step. A record that is gone is written again (returns 2): the write before the
+# upstream call can be lost when a Sentinel primary fails before replicating it, and the
+# reseller has taken the task. KEYS: task, due-set. ARGV: record, due-at, task id, ttl.
+_ACCEPT = """
+local current = redis.call('GET', KEYS[1])
+local result = 1
+if current then
+  local status = cjson.decode(current)['status']
+  if status == 'completed' or status == 'failed' then return 0 end
+  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+  result = 2
+end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return result
 """
 
 # The one transition to a final state (compare-and-set), with what must happen exactly once
@@ -59,66 +81,101 @@ end
 return 1
 """
 
-# Claim due members of a schedule: push their score to the lease's end, so another instance
-# takes them over only if this one does not finish (or reschedule) them in time.
+# Claim due members of one shard of a schedule: push their score to the lease's end, so
+# another instance takes them over only if this one does not finish (or reschedule) them in
+# time. Returns {ids, the earliest score left (nil when empty)}.
 _CLAIM_DUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
-return ids
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {ids, first[2] or false}
 """
+
+Schedule = Literal["poll", "webhooks"]
+"""The sharded schedules: task polls, webhook deliveries."""
+RedisClient = Redis | RedisCluster
+"""What :func:`connect` returns: a standalone (or Sentinel-managed) client, or a Cluster's."""
 
 
 class Keys:
-    """Every Redis key the gateway uses, in one place."""
+    """Every Redis key the gateway uses, in one place.
+
+    Cluster layout (:mod:`gateway.shards`): a task's keys, its idempotency record, its webhook
+    delivery and its place on the schedules share the tag of the task's virtual shard
+    ``{s<N>}``; a provider's circuit and health keys share ``{p:<provider>}``; a client's own
+    keys share ``{c:<client>}``. No script or ``MULTI`` touches keys of two tags.
+    """
+
+    @staticmethod
+    def _in(shard_of_id: str) -> str:
+        return f"{KEY_PREFIX}:{shard_tag(shard_of(shard_of_id))}"
 
     @staticmethod
     def task(task_id: str) -> str:
-        return f"{KEY_PREFIX}:task:{task_id}"
+        return f"{Keys._in(task_id)}:task:{task_id}"
 
     @staticmethod
     def poll_lock(task_id: str) -> str:
-        return f"{KEY_PREFIX}:poll:{task_id}"
+        return f"{Keys._in(task_id)}:poll:{task_id}"
 
     @staticmethod
     def resubmit_lock(task_id: str, number: int) -> str:
-        return f"{KEY_PREFIX}:resubmit:{task_id}:{number}"
+        return f"{Keys._in(task_id)}:resubmit:{task_id}:{number}"
 
-    POLL_DUE = f"{KEY_PREFIX}:due:poll"
-    WEBHOOKS_DUE = f"{KEY_PREFIX}:due:webhooks"
+    @staticmethod
+    def due(schedule: Schedule, shard: int) -> str:
+        """One shard of a schedule (a sorted set of ids by due time)."""
+        return f"{KEY_PREFIX}:{shard_tag(shard)}:due:{schedule}"
 
     @staticmethod
     def callback(token: str) -> str:
-        return f"{KEY_PREFIX}:callback:{token}"
+        """Tokens are drawn in their task's shard."""
+        return f"{Keys._in(token)}:callback:{token}"
 
     @staticmethod
     def webhook(delivery_id: str) -> str:
-        return f"{KEY_PREFIX}:webhook:{delivery_id}"
+        """Delivery ids are drawn in their task's shard."""
+        return f"{Keys._in(delivery_id)}:webhook:{delivery_id}"
+
+    @staticmethod
+    def idempotency_scope(client: str, idempotency_key: str) -> str:
+        """What places a client's ``Idempotency-Key`` in a shard (the key itself is hashed)."""
+        return f"{client}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+    @staticmethod
+    def idempotency(client: str, idempotency_key: str) -> str:
+        scope = Keys.idempotency_scope(client, idempotency_key)
+        return f"{Keys._in(scope)}:idem:{scope}"
 
     @staticmethod
     def circuit(provider: str) -> str:
-        return f"{KEY_PREFIX}:circuit:{provider}"
+        return f"{KEY_PREFIX}:{{p:{provider}}}:circuit"
 
     @staticmethod
     def circuit_lease(provider: str) -> str:
         """The half-open trial call's lease."""
-        return f"{KEY_PREFIX}:circuit:{provider}:half_open"
+        return f"{KEY_PREFIX}:{{p:{provider}}}:circuit:half_open"
 
     @staticmethod
     def health_outcomes(provider: str) -> str:
-        return f"{KEY_PREFIX}:health:{provider}:outcomes"
+        return f"{KEY_PREFIX}:{{p:{provider}}}:health:outcomes"
 
     @staticmethod
     def health_latency(provider: str) -> str:
-        return f"{KEY_PREFIX}:health:{provider}:latency_ms"
+        return f"{KEY_PREFIX}:{{p:{provider}}}:health:latency_ms"
 
     @staticmethod
     def rate(client: str) -> str:
-        return f"{KEY_PREFIX}:rate:{client}"
+        return f"{KEY_PREFIX}:{{c:{client}}}:rate"
 
 
-def new_task_id() -> str:
-    """``vid_`` + 26 base32 characters of 128 random bits: opaque, URL-safe, unguessable."""
-    return "vid_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+def new_task_id(shard: int | None = None) -> str:
+    """``vid_`` + 26 base32 characters of 128 random bits: opaque, URL-safe, unguessable; in
+    ``shard`` when given (a task created under an ``Idempotency-Key`` lives in the key's)."""
+    return draw(
+        lambda: "vid_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower(),
+        shard,
+    )
 
 
 def now_s() -> int:
@@ -165,11 +222,12 @@ class TaskRecord(BaseModel):
         webhook_url: str | None,
         metadata: dict[str, str],
         routing: RoutingOverrides | None = None,
+        shard: int | None = None,
     ) -> TaskRecord:
         created = now_s()
         return cls(
             routing=routing,
-            id=new_task_id(),
+            id=new_task_id(shard),
             client=client,
             job=job,
             mode=job.mode,
@@ -227,16 +285,32 @@ class TaskRecord(BaseModel):
         )
 
 
-def connect(url: str) -> Redis:
-    """A pooled client with short timeouts and a small retry policy for transient errors."""
-    return Redis.from_url(
-        url,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
-        health_check_interval=30,
-        max_connections=256,
+def connect(url: str) -> RedisClient:
+    """The client for ``redis.url``'s topology (:mod:`gateway.redis_urls`): pooled, with short
+    timeouts and a small retry policy for transient errors. A Sentinel-managed client asks the
+    sentinels for the primary on every new connection, so it follows a failover by itself."""
+    target = redis_urls.parse(url)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 2.0,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        "health_check_interval": 30,
+        "max_connections": 256,  # per node on a Cluster
+    }
+    if target.topology == "standalone":
+        return Redis.from_url(url, **options)
+    options |= {"username": target.username, "password": target.password, "ssl": target.ssl}
+    if target.topology == "cluster":
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]
+        return RedisCluster(startup_nodes=nodes, **options)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        list(target.nodes),
+        sentinel_kwargs={"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
     )
+    client: Redis = sentinel.master_for(
+        target.service or "", redis_class=Redis, db=target.db, **options
+    )
+    return client
 
 
 @asynccontextmanager
@@ -253,6 +327,9 @@ async def translated(
         raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
 
 
+logger = logging.getLogger(__name__)
+
+
 class TaskStore:
     """Tasks by public id, and the schedule of their status polls.
 
@@ -260,13 +337,15 @@ class TaskStore:
     (:meth:`finalize`); later saves never undo it.
     """
 
-    def __init__(self, redis: Redis, *, ttl_s: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, redis: RedisClient, *, ttl_s: int, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
         self._redis = redis
         self._ttl_s = ttl_s
         self._save_unless_final = redis.register_script(_SAVE_UNLESS_FINAL)
+        self._accept = redis.register_script(_ACCEPT)
         self._finalize = redis.register_script(_FINALIZE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
+        self._hints: dict[Schedule, DueHints] = {"poll": DueHints(), "webhooks": DueHints()}
 
     def _translated(self) -> AbstractAsyncContextManager[None]:
         return translated(self._metrics, "tasks")
@@ -288,7 +367,7 @@ class TaskStore:
         that never finished is found); refuses (StoreUnavailable) when Redis cannot take it."""
         async with self._translated(), self._redis.pipeline(transaction=True) as pipe:
             pipe.set(Keys.task(record.id), record.model_dump_json(), ex=self._ttl_s, nx=True)
-            pipe.zadd(Keys.POLL_DUE, {record.id: check_at})
+            pipe.zadd(self.due_key("poll", record.id, check_at), {record.id: check_at})
             if record.callback_token:
                 pipe.set(Keys.callback(record.callback_token), record.id, ex=self._ttl_s)
             created, *_ = await pipe.execute()
@@ -312,11 +391,17 @@ class TaskStore:
 
     async def accept(self, record: TaskRecord, first_poll_at: float) -> None:
         """Save an accepted task's mapping and schedule its first poll: one script, one round
-        trip (a script in a redis-py pipeline costs a SCRIPT EXISTS round trip first)."""
+        trip (a script in a redis-py pipeline costs a SCRIPT EXISTS round trip first). A record
+        lost since it was created (a failover that had not replicated it) is written again."""
         async with self._translated():
-            await self._save_unless_final(
-                keys=[Keys.task(record.id), Keys.POLL_DUE],
-                args=[record.model_dump_json(), first_poll_at, record.id],
+            saved = await self._accept(
+                keys=[Keys.task(record.id), self.due_key("poll", record.id, first_poll_at)],
+                args=[record.model_dump_json(), first_poll_at, record.id, self._ttl_s],
+            )
+        if int(saved) == 2:
+            logger.warning(
+                "accepted task's record was missing (a failover?); written again",
+                extra={"task_id": record.id, "provider": record.provider},
             )
 
     async def finalize(
@@ -324,11 +409,13 @@ class TaskStore:
     ) -> bool:
         """Store ``record`` (final) unless the task is final already; True when this call made
         it final. ``webhook`` is (delivery id, delivery JSON, deliver at), queued atomically."""
-        keys = [Keys.task(record.id), Keys.POLL_DUE]
+        keys = [Keys.task(record.id), Keys.due("poll", shard_of(record.id))]
         args: list[str | float | int] = [record.model_dump_json(), record.id]
         if webhook is not None:
             delivery_id, delivery, at = webhook
-            keys += [Keys.webhook(delivery_id), Keys.WEBHOOKS_DUE]
+            if shard_of(delivery_id) != shard_of(record.id):
+                raise ValueError("a webhook delivery is drawn in its task's shard")
+            keys += [Keys.webhook(delivery_id), self.due_key("webhooks", delivery_id, at)]
             args += [delivery, delivery_id, at, self._ttl_s]
         async with self._translated():
             done = await self._finalize(keys=keys, args=args)
@@ -367,17 +454,48 @@ class TaskStore:
 
     async def schedule(self, task_id: str, at: float) -> None:
         async with self._translated():
-            await self._redis.zadd(Keys.POLL_DUE, {task_id: at})
+            await self._redis.zadd(self.due_key("poll", task_id, at), {task_id: at})
 
     async def unschedule(self, task_id: str) -> None:
         async with self._translated():
-            await self._redis.zrem(Keys.POLL_DUE, task_id)
+            await self._redis.zrem(Keys.due("poll", shard_of(task_id)), task_id)
 
-    async def claim_due(self, schedule: str, now: float, lease_s: float, limit: int) -> list[str]:
-        """Members of ``schedule`` due by ``now``, leased to the caller for ``lease_s``."""
-        async with translated():
-            ids = await self._claim_due(keys=[schedule], args=[now, now + lease_s, limit])
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    def due_key(self, schedule: Schedule, member: str, at: float) -> str:
+        """The key of ``member``'s shard of ``schedule``, for a caller about to put it there
+        due at ``at`` (so this instance's claims look there in time)."""
+        shard = shard_of(member)
+        self._hints[schedule].note(shard, at)
+        return Keys.due(schedule, shard)
+
+    async def claim_due(
+        self, schedule: Schedule, now: float, lease_s: float, limit: int
+    ) -> list[str]:
+        """Up to ``limit`` members of ``schedule`` due by ``now``, over the shards that may
+        hold some (:class:`~gateway.shards.DueHints`), leased to the caller for ``lease_s``:
+        one pipelined round trip (one per node on a Cluster), none when nothing is due."""
+        hints = self._hints[schedule]
+        plan = hints.plan(now, limit)
+        if not plan:
+            return []
+        async with translated(), self._redis.pipeline(transaction=False) as pipe:
+            for shard, count in plan:
+                key = Keys.due(schedule, shard)
+                pipe.evalsha(self._claim_due.sha, 1, key, now, now + lease_s, count)
+            results = await pipe.execute(raise_on_error=False)
+        ids: list[str] = []
+        for (shard, count), result in zip(plan, results, strict=True):
+            if isinstance(result, NoScriptError):  # a new primary, or a flushed script cache
+                async with translated():
+                    result = await self._claim_due(
+                        keys=[Keys.due(schedule, shard)], args=[now, now + lease_s, count]
+                    )
+            if isinstance(result, Exception):
+                hints.note(shard, now)  # look again next tick
+                raise StoreUnavailable(f"redis: {type(result).__name__}") from result
+            claimed, first = result
+            hints.learn(shard, float(first) if first is not None else None)
+            ids += [i.decode() if isinstance(i, bytes) else str(i) for i in claimed]
+        return ids
 
 
 class IdempotencyRecord(BaseModel):
@@ -395,15 +513,14 @@ class IdempotencyStore:
     """``Idempotency-Key`` records, scoped to the client; ``SET NX`` makes the claim atomic
     across instances."""
 
-    def __init__(self, redis: Redis, *, ttl_s: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, redis: RedisClient, *, ttl_s: int, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
         self._redis = redis
         self._ttl_s = ttl_s
 
     @staticmethod
     def key(client: str, idempotency_key: str) -> str:
-        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-        return f"{KEY_PREFIX}:idem:{client}:{digest}"
+        return Keys.idempotency(client, idempotency_key)
 
     async def claim(
         self, client: str, idempotency_key: str, record: IdempotencyRecord
