@@ -10,6 +10,7 @@ through the :class:`~gateway.poller.Refresher` (one upstream read per interval).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -39,7 +40,9 @@ from providers.base import TaskStatus, VideoJob
 logger = logging.getLogger(__name__)
 
 TASK_ID = re.compile(r"^vid_[a-z2-7]{26}$")
-SAVE_RETRIES = 3
+SAVE_DEADLINE_S = 5.0
+"""How long an accepted (paid) task's mapping is retried before the create answers ``504``:
+long enough to outlast a Sentinel failover tuned for seconds (the client's wait is the price)."""
 
 
 @dataclass(frozen=True)
@@ -185,12 +188,15 @@ class VideoService:
             logger.exception("could not record a refused create", extra={"task_id": record.id})
 
     async def _save_accepted(self, record: TaskRecord) -> None:
-        """An upstream has accepted a paid task: its mapping must not be lost."""
-        for attempt in range(SAVE_RETRIES):
+        """An upstream has accepted a paid task: its mapping must not be lost. Retried with
+        growing pauses for up to ``SAVE_DEADLINE_S``."""
+        deadline = time.monotonic() + SAVE_DEADLINE_S
+        for attempt in itertools.count():
+            pause = min(1.0, 0.1 * 2**attempt)
             try:
                 await self._store.accept(record, time.time() + self._options.first_poll_s)
             except StoreUnavailable:
-                if attempt == SAVE_RETRIES - 1:
+                if time.monotonic() + pause > deadline:
                     # The pending attempt written before the call names the provider, so the
                     # task can be reconciled; this line carries the upstream id too.
                     logger.critical(
@@ -199,7 +205,7 @@ class VideoService:
                                "provider_task_id": record.provider_task_id},
                     )  # fmt: skip
                     raise
-                await asyncio.sleep(0.1 * 2**attempt)
+                await asyncio.sleep(pause)
             else:
                 return
 

@@ -7,6 +7,7 @@ Any Redis failure leaves this module as :class:`gateway.errors.StoreUnavailable`
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -471,31 +472,66 @@ class TaskStore:
         self, schedule: Schedule, now: float, lease_s: float, limit: int
     ) -> list[str]:
         """Up to ``limit`` members of ``schedule`` due by ``now``, over the shards that may
-        hold some (:class:`~gateway.shards.DueHints`), leased to the caller for ``lease_s``:
-        one pipelined round trip (one per node on a Cluster), none when nothing is due."""
+        hold some (:class:`~gateway.shards.DueHints`), leased to the caller for ``lease_s``;
+        no Redis call when nothing is known to be due. A shard that fails is looked at again
+        next time; StoreUnavailable only when every shard visited failed."""
         hints = self._hints[schedule]
         plan = hints.plan(now, limit)
-        if not plan:
-            return []
-        async with translated(), self._redis.pipeline(transaction=False) as pipe:
-            for shard, count in plan:
-                key = Keys.due(schedule, shard)
-                pipe.evalsha(self._claim_due.sha, 1, key, now, now + lease_s, count)
-            results = await pipe.execute(raise_on_error=False)
+        results = await self._claim_shards(schedule, plan, now, lease_s)
         ids: list[str] = []
-        for (shard, count), result in zip(plan, results, strict=True):
-            if isinstance(result, NoScriptError):  # a new primary, or a flushed script cache
-                async with translated():
-                    result = await self._claim_due(
-                        keys=[Keys.due(schedule, shard)], args=[now, now + lease_s, count]
-                    )
-            if isinstance(result, Exception):
-                hints.note(shard, now)  # look again next tick
-                raise StoreUnavailable(f"redis: {type(result).__name__}") from result
+        failed: list[BaseException] = []
+        for (shard, _), result in zip(plan, results, strict=True):
+            if isinstance(result, BaseException):
+                hints.note(shard, now)
+                failed.append(result)
+                continue
             claimed, first = result
             hints.learn(shard, float(first) if first is not None else None)
             ids += [i.decode() if isinstance(i, bytes) else str(i) for i in claimed]
+        if failed and len(failed) == len(plan):
+            raise StoreUnavailable(f"redis: {type(failed[0]).__name__}") from failed[0]
+        if failed:
+            if self._metrics is not None:
+                self._metrics.redis_error("polling" if schedule == "poll" else "webhooks")
+            error = type(failed[0]).__name__
+            logger.warning(
+                "schedule shards unreachable",
+                extra={"schedule": schedule, "shards": len(failed), "error": error},
+            )
         return ids
+
+    async def _claim_shards(
+        self, schedule: Schedule, plan: list[tuple[int, int]], now: float, lease_s: float
+    ) -> list[Any]:
+        """Each planned shard's claim result, or the error it met. Standalone: one pipelined
+        round trip. A Cluster client refuses scripts in pipelines: one call per shard, all at
+        once (each goes to its own node)."""
+        if not plan:
+            return []
+        lease_end = now + lease_s
+        if isinstance(self._redis, RedisCluster):
+            return await asyncio.gather(
+                *(self._claim_due(keys=[Keys.due(schedule, shard)], args=[now, lease_end, count])
+                  for shard, count in plan),
+                return_exceptions=True,
+            )  # fmt: skip
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard, count in plan:
+                    key = Keys.due(schedule, shard)
+                    pipe.evalsha(self._claim_due.sha, 1, key, now, lease_end, count)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            return [exc] * len(plan)
+        for i, ((shard, count), result) in enumerate(zip(plan, results, strict=True)):
+            if isinstance(result, NoScriptError):  # a new primary, or a flushed script cache
+                try:
+                    results[i] = await self._claim_due(
+                        keys=[Keys.due(schedule, shard)], args=[now, lease_end, count]
+                    )
+                except RedisError as exc:
+                    results[i] = exc
+        return results
 
 
 class IdempotencyRecord(BaseModel):
