@@ -12,7 +12,9 @@ key's shard, its callback token and webhook delivery to the task's) is drawn unt
 The schedules (polls, webhooks) are one sorted set per shard. :class:`DueHints` keeps, per
 shard, the earliest due time this instance knows of, so an idle instance visits only the
 shards with something due, plus every shard once per ``rescan_s`` (work scheduled by other
-instances, leases that ran out there).
+instances, leases that ran out there), backing off to once per ``MAX_RESCAN_S`` while every
+shard is empty: 8 claims a second for an idle instance (polls and webhooks), against 32 at a
+fixed 1 s.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ SHARDS: Final = 16
 """Virtual shards. 16 tags spread 6/4/6 over the slot ranges of a 3-primary Cluster; the
 number is part of the data layout (changing it moves every task to another key)."""
 RESCAN_S: Final = 1.0
-"""How often every shard of a schedule is looked at, whatever the hints say."""
+"""How often every shard of a schedule is looked at, whatever the hints say, while there is
+work; each rescan that finds every shard empty doubles the interval, up to MAX_RESCAN_S."""
+MAX_RESCAN_S: Final = 4.0
 MAX_DRAWS: Final = 10_000
 
 
@@ -63,24 +67,32 @@ class DueHints:
     instance's own writes. Every ``rescan_s`` all shards are visited regardless.
     """
 
-    def __init__(self, *, rescan_s: float = RESCAN_S) -> None:
+    def __init__(self, *, rescan_s: float = RESCAN_S, max_rescan_s: float = MAX_RESCAN_S) -> None:
+        self._base_s = rescan_s
+        self._max_s = max_rescan_s
         self._rescan_s = rescan_s
         self._next_due = [0.0] * SHARDS
         self._rescanned_at = -math.inf
         self._start = 0
+        self._busy = True
+        """Anything seen or scheduled since the last rescan."""
 
     def note(self, shard: int, at: float) -> None:
         """This instance put something due at ``at`` into ``shard``."""
         self._next_due[shard] = min(self._next_due[shard], at)
+        self._busy = True
 
     def learn(self, shard: int, next_due: float | None) -> None:
         """A claim left ``next_due`` as the shard's earliest score (None: the shard is empty)."""
         self._next_due[shard] = math.inf if next_due is None else next_due
+        self._busy = self._busy or next_due is not None
 
     def plan(self, now: float, limit: int) -> list[tuple[int, int]]:
         """(shard, how many to claim there) for this tick: at most ``limit`` in all, shared
         over the shards due now, starting at a rotating shard so none is starved."""
         if now - self._rescanned_at >= self._rescan_s:
+            busy, self._busy = self._busy, False
+            self._rescan_s = self._base_s if busy else min(self._max_s, self._rescan_s * 2)
             self._rescanned_at = now
             self._next_due = [min(d, now) for d in self._next_due]
         due = [
