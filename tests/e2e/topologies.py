@@ -11,7 +11,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -74,6 +76,13 @@ class Servers:
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
 
+    def command(self, port: int, *args: str | int) -> Any:
+        """One raw command (redis-py leaves ``execute_command`` untyped)."""
+        return self.client(port).execute_command(*args)  # type: ignore[no-untyped-call]
+
+    def pings(self, port: int) -> bool:
+        return self.command(port, "PING") is True
+
     def kill(self, port: int) -> None:
         process = self.processes.pop(port)
         process.kill()
@@ -84,7 +93,7 @@ class Servers:
             self.kill(port)
 
 
-def _node_args(port: int, *more: str) -> list[str]:
+def node_args(port: int, *more: str) -> list[str]:
     return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--dir", ".", *more]  # fmt: skip
 
@@ -103,23 +112,22 @@ class Cluster(Servers):
 
     def start(self) -> Cluster:
         for port in self.ports:
-            self.spawn(port, *_node_args(port, "--cluster-enabled", "yes",
+            self.spawn(port, *node_args(port, "--cluster-enabled", "yes",
                                          "--cluster-config-file", f"nodes-{port}.conf",
                                          "--cluster-node-timeout", "2000"))  # fmt: skip
         for port in self.ports:
-            wait_for(lambda p=port: bool(self.client(p).ping()), f"cluster node {port}")
+            wait_for(partial(self.pings, port), f"cluster node {port}")
         for i, port in enumerate(self.ports):
             low, high = i * SLOTS // 3, (i + 1) * SLOTS // 3
-            self.client(port).execute_command("CLUSTER", "ADDSLOTS", *range(low, high))
-        first = self.client(self.ports[0])
+            self.command(port, "CLUSTER", "ADDSLOTS", *range(low, high))
         for port in self.ports[1:]:
-            first.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+            self.command(self.ports[0], "CLUSTER", "MEET", "127.0.0.1", port)
         for port in self.ports:
-            wait_for(lambda p=port: self._ready(p), f"cluster state ok on {port}")
+            wait_for(partial(self._ready, port), f"cluster state ok on {port}")
         return self
 
     def _ready(self, port: int) -> bool:
-        info = self.client(port).execute_command("CLUSTER", "INFO").decode()
+        info = self.command(port, "CLUSTER", "INFO").decode()
         return "cluster_state:ok" in info and "cluster_known_nodes:3" in info
 
     def flush(self) -> None:
@@ -144,8 +152,8 @@ class SentinelSet(Servers):
         return f"redis+sentinel://{nodes}/{SERVICE}"
 
     def start(self) -> SentinelSet:
-        self.spawn(self.primary, *_node_args(self.primary))
-        self.spawn(self.replica, *_node_args(self.replica, "--replicaof", "127.0.0.1",
+        self.spawn(self.primary, *node_args(self.primary))
+        self.spawn(self.replica, *node_args(self.replica, "--replicaof", "127.0.0.1",
                                              str(self.primary)))  # fmt: skip
         for port in self.sentinels:
             conf = self.workdir / f"sentinel-{port}.conf"
@@ -159,20 +167,22 @@ class SentinelSet(Servers):
             self.spawn(port, str(conf), "--sentinel")
         wait_for(self._replicating, "replica in sync")
         for port in self.sentinels:
-            wait_for(lambda p=port: self._watching(p), f"sentinel {port} sees the whole set")
+            wait_for(partial(self._watching, port), f"sentinel {port} sees the whole set")
         return self
 
     def _replicating(self) -> bool:
-        info = self.client(self.replica).info("replication")
-        return info.get("master_link_status") == "up"
+        return self._role(self.replica).get("master_link_status") == "up"
+
+    def _role(self, port: int) -> dict[str, Any]:
+        info: dict[str, Any] = self.command(port, "INFO", "replication")
+        return info
 
     def _watching(self, port: int) -> bool:
-        master = self.client(port).sentinel_master(SERVICE)
+        master = self.command(port, "SENTINEL MASTER", SERVICE)
         return int(master["num-other-sentinels"]) == 2 and int(master["num-slaves"]) == 1
 
     def current_primary(self) -> int:
-        _host, port = self.client(self.sentinels[0]).sentinel_get_master_addr_by_name(SERVICE)
-        return int(port)
+        return self._named(self.sentinels[0])
 
     def kill_primary(self) -> int:
         """SIGKILL the primary, as a crash would; returns its port."""
@@ -187,13 +197,13 @@ class SentinelSet(Servers):
             named = {self._named(p) for p in self.sentinels}
             if len(named) != 1 or old in named:
                 return False
-            return self.client(named.pop()).info("replication")["role"] == "master"
+            return bool(self._role(named.pop())["role"] == "master")
 
         wait_for(done, "sentinel failover", timeout_s)
         return self.current_primary()
 
     def _named(self, sentinel: int) -> int:
-        _, port = self.client(sentinel).sentinel_get_master_addr_by_name(SERVICE)
+        _, port = self.command(sentinel, "SENTINEL GET-MASTER-ADDR-BY-NAME", SERVICE)
         return int(port)
 
     def flush(self) -> None:
