@@ -1,5 +1,5 @@
 # The gateway, for a container platform. Secrets come from the environment at run time
-# (RUNAPI_API_KEY, APIINONE_API_KEY, GATEWAY_KEY_*); none is baked in.
+# (RUNAPI_API_KEY, APIINONE_API_KEY, FAL_KEY, GATEWAY_KEY_*); none is baked in.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,12 +10,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 RUN useradd --create-home --uid 10001 gateway
 
-# Dependencies first, so a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-COPY gateway/__init__.py gateway/__init__.py
-COPY providers/__init__.py providers/__init__.py
-RUN pip install . && pip uninstall --yes hailuo-gateway
+# Dependencies first, exactly as locked (requirements/runtime.lock, `make lock`), so a code
+# change does not reinstall them and the same commit always builds the same image.
+COPY requirements/runtime.lock requirements/runtime.lock
+RUN pip install --requirement requirements/runtime.lock
 
+COPY pyproject.toml README.md ./
 COPY gateway gateway
 COPY providers providers
 COPY config.yaml ./

@@ -4,13 +4,16 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo serve test lint typecheck unit fuzz bench dashboard clean
+.PHONY: install demo serve test lint typecheck unit fuzz bench dashboard lock clean
 
-$(STAMP): pyproject.toml
+# Dependencies come from the lock files (requirements/*.lock, written by `make lock`), then the
+# project itself without dependencies, so an install is the same on every machine and every day.
+$(STAMP): pyproject.toml requirements/dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version)'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements/dev.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -46,8 +49,22 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 dashboard: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) -m pip install --quiet -r requirements/docs.lock
 	$(PY) -m dashboards.render
+
+# Re-resolves pyproject.toml's dependencies into requirements/*.lock: runtime (the Docker image),
+# dev (runtime + the dev extra: `make install`, the test suite) and docs (dev + the docs extra:
+# `make dashboard`). Pins already in a lock are kept unless they no longer fit; a full refresh
+# is `make lock LOCK_FLAGS=--upgrade`. uv comes from PyPI (the dev extra), installed into .venv.
+COMPILE := $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 \
+	--custom-compile-command 'make lock' $(LOCK_FLAGS) pyproject.toml
+lock: $(STAMP)
+	@$(VENV)/bin/uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
+	$(COMPILE) -o requirements/runtime.lock
+	$(COMPILE) --extra dev -c requirements/runtime.lock -o requirements/dev.lock
+	$(COMPILE) --extra dev --extra docs -c requirements/dev.lock -o requirements/docs.lock
+	$(PY) -m pip install --quiet -r requirements/dev.lock
+	@touch $(STAMP)
 
 clean:
 	rm -rf $(VENV) .gateway .mypy_cache .pytest_cache .ruff_cache

@@ -140,6 +140,7 @@ def _processes(workdir: Path) -> Iterator[tuple[str, str, str]]:
             "providers.sandbox",
             "--runapi-port=0",
             "--apiinone-port=0",
+            "--fal-port=0",
             f"--runapi-key={RUNAPI_KEY}",
             f"--apiinone-key={APIINONE_KEY}",
         ],

@@ -27,7 +27,7 @@ SAMPLE_BODY = (
 
 
 def _demo_settings(settings: Settings, sandbox: Sandbox, host: str, port: int) -> Settings:
-    urls = {"runapi": sandbox.runapi.url, "apiinone": sandbox.apiinone.url}
+    urls = {kind: server.url for kind, server in sandbox.servers.items()}
     providers = {
         name: cfg.model_copy(update={"base_url": urls[cfg.kind], "enabled": True})
         for name, cfg in settings.providers.items()
@@ -45,7 +45,11 @@ def _demo_environ(
     settings: Settings, sandbox: Sandbox, environ: Mapping[str, str]
 ) -> dict[str, str]:
     env = dict(environ)
-    keys = {"runapi": sandbox.config.runapi_key, "apiinone": sandbox.config.apiinone_key}
+    keys = {
+        "runapi": sandbox.config.runapi_key,
+        "apiinone": sandbox.config.apiinone_key,
+        "fal": sandbox.config.fal_key,
+    }
     for cfg in settings.providers.values():
         env[cfg.api_key_env] = keys[cfg.kind]
     for client in settings.auth.keys:

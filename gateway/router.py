@@ -223,10 +223,12 @@ class Router:
 
     def _stop_unless_safe(self, exc: perr.ProviderError, attempts: list[Attempt]) -> None:
         if isinstance(exc, perr.OutcomeUnknown):
-            if self._settings.failover_on_timeout:
+            # Only an unanswered request may be tried elsewhere, never a task known to be taken.
+            if self._settings.failover_on_timeout and exc.taken is None:
                 return
+            what = "did not answer" if exc.taken is None else f"answered unusably: {exc.message}"
             raise UpstreamOutcomeUnknown(
-                f"{exc.provider} received the request but did not answer; it may have created "
+                f"{exc.provider} received the request but {what}; it may have created "
                 "the task, so it was not sent elsewhere",
                 attempts=attempts,
             )

@@ -23,5 +23,8 @@ class Capabilities:
 
 RUNAPI = Capabilities("runapi", ("hailuo-2.3",), text_to_video=False, data_uri_images=False)
 APIINONE = Capabilities("apiinone", ("hailuo-2.3",), text_to_video=False, data_uri_images=False)
+FAL = Capabilities(
+    "fal", ("hailuo-2.3", "hailuo-2.3-fast"), text_to_video=True, data_uri_images=True
+)  # Fast is image-to-video only: the canonical request refuses Fast without an image
 
-KINDS: dict[str, Capabilities] = {c.kind: c for c in (RUNAPI, APIINONE)}
+KINDS: dict[str, Capabilities] = {c.kind: c for c in (RUNAPI, APIINONE, FAL)}

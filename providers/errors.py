@@ -13,8 +13,10 @@ The classes answer the one question routing must ask before it tries another res
     │   ├── ContentRejected      the prompt or image was refused on content grounds      [stop]
     │   └── TaskNotFound         status lookup of an id the upstream does not know       [stop]
     └── OutcomeUnknown           sent, but no usable answer: the task may exist          [stop*]
+        └── UnusableAnswer       accepted, but the answer cannot be followed safely      [stop]
 
-    * unless the operator allows failover on timeouts.
+    * unless the operator allows failover on timeouts; never for UnusableAnswer, whose task
+      the upstream has certainly taken (``taken`` is True).
 """
 
 from __future__ import annotations
@@ -111,4 +113,16 @@ class OutcomeUnknown(ProviderError):
 
     outcome = "outcome_unknown"
     failover = False
-    taken = None
+    taken: ClassVar[bool | None] = None
+
+
+class UnusableAnswer(OutcomeUnknown):
+    """The upstream accepted the task, but its answer cannot be followed safely.
+
+    fal.ai naming a status URL on a host other than the configured one is the case: following
+    it would send our key there. The upstream has taken the task and may bill it, so routing
+    treats it as an unanswered create (the client learns a bill may exist) but never sends the
+    request elsewhere, whatever ``failover_on_timeout`` says.
+    """
+
+    taken = True

@@ -36,6 +36,10 @@ POOL_LIMITS = httpx.Limits(max_connections=200, keepalive_expiry=4.0)
 the common 5 s server idle timeout: a create written to a connection the server is closing gets
 no answer, and is "outcome unknown" (never resent, never failed over)."""
 
+AMBIGUOUS_STATUSES = frozenset({504, 524})
+"""Gateway timeouts: a proxy in front of the reseller stopped waiting for it, so the reseller may
+have taken the task. Unlike every other 5xx they are an unknown outcome, never failed over."""
+
 T = TypeVar("T")
 
 
@@ -46,17 +50,23 @@ class UpstreamClient:
     would add a cookie jar, redirect and auth flows and URL merging that the adapters do not use
     and that cost about a sixth of a create's CPU in the benchmark (the cookie jar alone parsed
     every answer). Requests go through :class:`~providers.transport.AiohttpTransport` unless
-    ``transport`` is given (the unit tests give httpx's own, which respx mocks).
+    ``transport`` is given (the unit tests give httpx's own, which respx mocks). The key goes in
+    ``Authorization: <auth_scheme> <key>`` on every request, and every request goes to the base
+    URL: the client cannot send the key anywhere else.
     """
 
     def __init__(
-        self, settings: ProviderSettings, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: ProviderSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        auth_scheme: str = "Bearer",
     ) -> None:
         self._base_url = settings.base_url.rstrip("/")
         self._headers = {
             "Accept": "*/*",
             "Accept-Encoding": "gzip, deflate",
-            "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
+            "Authorization": f"{auth_scheme} {settings.api_key.get_secret_value()}",
             "User-Agent": USER_AGENT,
         }
         timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s, pool=5.0)
@@ -174,6 +184,7 @@ def error_for_status(
     ``http_status`` overrides the transport status when a reseller reports its failure in the
     body (an envelope ``code``) instead. Statuses with one meaning (401, 402, 404, 429) decide
     before the content keywords do: "see our billing policy" in a 402 is still out of credits.
+    ``504`` and ``524`` are :class:`OutcomeUnknown` (api.md §3), every other 5xx a failover.
     The account's key is scrubbed from everything quoted, in case an upstream echoes it.
     """
     status = http_status if http_status is not None else response.status_code
@@ -197,6 +208,8 @@ def error_for_status(
         # 400, 422, 405, 409, 413…: the upstream refused it, so nothing was created; another
         # reseller would refuse the same translation, so not worth a failover.
         return RequestRejected(provider, text, **kwargs)
+    if status in AMBIGUOUS_STATUSES:
+        return OutcomeUnknown(provider, f"a proxy gave up waiting: {text}", **kwargs)
     if status >= 500:
         return UpstreamServerError(provider, text, **kwargs)
     return OutcomeUnknown(provider, f"unexpected answer {status}: {text}", **kwargs)
@@ -216,12 +229,14 @@ class HTTPAdapter(ABC):
     models: ClassVar[tuple[str, ...]]
     text_to_video: ClassVar[bool]
     data_uri_images: ClassVar[bool]
+    auth_scheme: ClassVar[str] = "Bearer"
+    """The word before the key in ``Authorization`` (fal's is ``Key``)."""
 
     def __init__(
         self, settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._settings = settings
-        self._client = UpstreamClient(settings, transport)
+        self._client = UpstreamClient(settings, transport, auth_scheme=self.auth_scheme)
 
     @property
     def name(self) -> str:

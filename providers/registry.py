@@ -8,6 +8,7 @@ import httpx
 
 from providers.apiinone import APIInOneProvider
 from providers.base import Provider, ProviderSettings
+from providers.fal import FalProvider
 from providers.runapi import RunAPIProvider
 
 
@@ -34,6 +35,7 @@ class ProviderClass(Protocol):
 PROVIDER_KINDS: dict[str, ProviderClass] = {
     RunAPIProvider.kind: RunAPIProvider,
     APIInOneProvider.kind: APIInOneProvider,
+    FalProvider.kind: FalProvider,
 }
 
 

@@ -14,11 +14,12 @@ from typing import Any
 
 import httpx
 
-from providers.sandbox.ready import parse_ready_line
+from providers.sandbox.ready import parse_ready_urls
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNAPI_KEY = "test-runapi-key"
 APIINONE_KEY = "test-apiinone-key"
+FAL_KEY = "test-fal-key"
 IMAGE = "https://example.com/first-frame.png"
 RUNAPI_CREATE = "/api/v1/hailuo/image_to_video"
 AIO_CREATE = "/api/v1/videos/generations"
@@ -32,6 +33,7 @@ class Running:
     process: subprocess.Popen[str]
     runapi_url: str
     apiinone_url: str
+    fal_url: str
 
 
 def start_sandbox(*extra: str) -> Running:
@@ -42,21 +44,23 @@ def start_sandbox(*extra: str) -> Running:
         "providers.sandbox",
         "--runapi-port=0",
         "--apiinone-port=0",
+        "--fal-port=0",
         f"--runapi-key={RUNAPI_KEY}",
         f"--apiinone-key={APIINONE_KEY}",
+        f"--fal-key={FAL_KEY}",
         *extra,
     ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], 15)
     line = process.stdout.readline() if ready else ""
-    urls = parse_ready_line(line)
-    if urls is None:
+    urls = parse_ready_urls(line)
+    if urls is None or "fal" not in urls:
         process.kill()
         process.wait()
         process.stdout.close()
         raise RuntimeError(f"no READY line from the sandbox, got {line!r}")
-    return Running(process, *urls)
+    return Running(process, urls["runapi"], urls["apiinone"], urls["fal"])
 
 
 def stop_sandbox(running: Running) -> int:

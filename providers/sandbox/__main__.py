@@ -1,8 +1,8 @@
-"""``python -m providers.sandbox``: both simulated resellers in one process and one event loop.
+"""``python -m providers.sandbox``: the simulated resellers in one process and one event loop.
 
-Once both listen, prints exactly one line to stdout (logs go to stderr)::
+Once all listen, prints exactly one line to stdout (logs go to stderr)::
 
-    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port>
+    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port> fal=http://…
 
 and runs until SIGTERM or SIGINT, which stop it gracefully (exit status 0).
 """
@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from providers.sandbox.engine import Knobs
 from providers.sandbox.server import (
     DEFAULT_APIINONE_KEY,
+    DEFAULT_FAL_KEY,
     DEFAULT_RUNAPI_KEY,
     Sandbox,
     SandboxConfig,
@@ -28,13 +29,15 @@ from providers.sandbox.server import (
 def parse_args(argv: Sequence[str] | None = None) -> tuple[SandboxConfig, str]:
     """The sandbox's config and the log level, from the command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m providers.sandbox", description="Simulated RunAPI and API in One."
+        prog="python -m providers.sandbox", description="Simulated RunAPI, API in One and fal.ai."
     )
     parser.add_argument("--host", default="127.0.0.1", help="an IPv4 loopback address")
     parser.add_argument("--runapi-port", type=int, default=9101, help="0 picks a free port")
     parser.add_argument("--apiinone-port", type=int, default=9102, help="0 picks a free port")
+    parser.add_argument("--fal-port", type=int, default=9104, help="0 picks a free port")
     parser.add_argument("--runapi-key", default=DEFAULT_RUNAPI_KEY)
     parser.add_argument("--apiinone-key", default=DEFAULT_APIINONE_KEY)
+    parser.add_argument("--fal-key", default=DEFAULT_FAL_KEY)
     parser.add_argument("--queue-s", type=float, default=Knobs().queue_s)
     parser.add_argument("--complete-after-s", type=float, default=Knobs().complete_after_s)
     parser.add_argument(
@@ -46,8 +49,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SandboxConfig, str]:
             host=args.host,
             runapi_port=args.runapi_port,
             apiinone_port=args.apiinone_port,
+            fal_port=args.fal_port,
             runapi_key=args.runapi_key,
             apiinone_key=args.apiinone_key,
+            fal_key=args.fal_key,
             knobs=Knobs(queue_s=args.queue_s, complete_after_s=args.complete_after_s),
         )
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -56,7 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SandboxConfig, str]:
 
 
 async def run(config: SandboxConfig, ready: Callable[[str], None]) -> None:
-    """Serve until SIGTERM/SIGINT; ``ready`` gets the READY line once both servers listen."""
+    """Serve until SIGTERM/SIGINT; ``ready`` gets the READY line once every server listens."""
     sandbox = Sandbox(config)
     await sandbox.start()
     loop = asyncio.get_running_loop()

@@ -63,6 +63,11 @@ class Knobs(BaseModel):
     complete_after_s: float = Field(default=3.0, ge=0, description="Final this long after create.")
     task_outcome: Outcome = "completed"
     status_fault: StatusFault = "none"
+    url_base: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#]+$",
+        description="fal: the origin its status_url/response_url name (None: its own).",
+    )
 
 
 class Counters(BaseModel):
@@ -80,6 +85,9 @@ class Stats(BaseModel):
     counters: Counters
     knobs: Knobs
     tasks: int
+    authorizations: list[str] = Field(default_factory=list)
+    """Every distinct ``Authorization`` header its API routes received (sandbox keys are no
+    secrets), so a test can prove which credentials reached which host."""
 
 
 class TaskList(BaseModel):
@@ -119,6 +127,9 @@ class SimTask:
     queue_s: float
     complete_after_s: float | None  # None: never completes
     outcome: Outcome
+    refusal: str | None = None
+    """Why a queue-style reseller (fal) fails the task at its end rather than refusing the
+    create: ``"content"``, or a validation message."""
 
     def phase(self, now: float) -> Phase:
         elapsed = now - self.created_at
@@ -153,6 +164,7 @@ class SandboxState:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks: dict[str, SimTask] = {}
+        self.authorizations: set[str] = set()
         self.stopping = asyncio.Event()
         self._clock = clock or time.monotonic
 
@@ -163,6 +175,7 @@ class SandboxState:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks.clear()
+        self.authorizations.clear()
 
     def update_knobs(self, patch: dict[str, object]) -> Knobs:
         """Apply a partial update; raises ``pydantic.ValidationError`` and changes nothing."""
@@ -177,11 +190,14 @@ class SandboxState:
     def refuses_content(self, prompt: str) -> bool:
         return self.knobs.create_fault == "content" or CONTENT_MARKER in prompt
 
-    def accept(self, task_id: str, spec: TaskSpec) -> SimTask:
-        """Record an accepted create; its timeline comes from the knobs and prompt markers."""
+    def accept(self, task_id: str, spec: TaskSpec, *, refusal: str | None = None) -> SimTask:
+        """Record an accepted create; its timeline comes from the knobs and prompt markers.
+
+        A ``refusal`` makes the task end failed for that reason (see :attr:`SimTask.refusal`).
+        """
         knobs = self.knobs
         never = SLOW_MARKER in spec.prompt
-        failed = knobs.task_outcome == "failed" or FAIL_MARKER in spec.prompt
+        failed = knobs.task_outcome == "failed" or FAIL_MARKER in spec.prompt or bool(refusal)
         task = SimTask(
             task_id=task_id,
             spec=spec,
@@ -189,6 +205,7 @@ class SandboxState:
             queue_s=knobs.queue_s,
             complete_after_s=None if never else max(knobs.complete_after_s, knobs.queue_s),
             outcome="failed" if failed else "completed",
+            refusal=refusal,
         )
         self.tasks[task_id] = task
         self.counters.accepted_creates += 1
@@ -200,6 +217,7 @@ class SandboxState:
             counters=self.counters.model_copy(),
             knobs=self.knobs,
             tasks=len(self.tasks),
+            authorizations=sorted(self.authorizations),
         )
 
     def task_list(self) -> TaskList:

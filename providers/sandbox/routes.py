@@ -34,8 +34,15 @@ def create_sandbox_app(state: SandboxState, route_handlers: Sequence[BaseRouteHa
 
     Handlers receive the reseller's :class:`SandboxState` as the ``sandbox`` dependency.
     """
+
+    def record_authorization(request: Request[Any, Any, Any]) -> None:
+        header = request.headers.get("authorization")
+        if header is not None and not request.url.path.startswith("/_sandbox"):
+            state.authorizations.add(header)
+
     return Litestar(
         route_handlers=[*route_handlers, _control_router(), fake_video],
+        before_request=record_authorization,
         dependencies={"sandbox": Provide(lambda: state, use_cache=True, sync_to_thread=False)},
         openapi_config=None,
         # The sandbox runs inside other processes (the demo, pytest): leave their logging alone.
@@ -49,9 +56,10 @@ def video_url(request: Request[Any, Any, Any], task_id: str) -> str:
     return f"{str(request.base_url).rstrip('/')}/files/{task_id}.mp4"
 
 
-def bearer_matches(request: Request[Any, Any, Any], api_key: str) -> bool:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), api_key)
+def bearer_matches(request: Request[Any, Any, Any], api_key: str, scheme: str = "bearer") -> bool:
+    """Whether ``Authorization`` is ``<scheme> <api_key>`` (fal's scheme is ``Key``)."""
+    sent, _, token = request.headers.get("authorization", "").partition(" ")
+    return sent.lower() == scheme.lower() and hmac.compare_digest(token.strip(), api_key)
 
 
 def parse_json_object(raw: bytes) -> dict[str, object] | None:

@@ -20,13 +20,14 @@ import uvicorn
 from litestar import Litestar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from providers.sandbox import apiinone, ready, runapi
+from providers.sandbox import apiinone, fal, ready, runapi
 from providers.sandbox.connection import AbortableHttpToolsProtocol
 from providers.sandbox.engine import Knobs, SandboxState
 
 # Deliberately unlike real keys (RunAPI's are sk-…, API in One's aio_…).
 DEFAULT_RUNAPI_KEY = "sandbox-runapi-key"
 DEFAULT_APIINONE_KEY = "sandbox-apiinone-key"
+DEFAULT_FAL_KEY = "sandbox-fal-key"
 
 
 class SandboxConfig(BaseModel):
@@ -40,8 +41,10 @@ class SandboxConfig(BaseModel):
     host: str = "127.0.0.1"
     runapi_port: int = Field(default=0, ge=0, le=65535)
     apiinone_port: int = Field(default=0, ge=0, le=65535)
+    fal_port: int = Field(default=0, ge=0, le=65535)
     runapi_key: str = Field(default=DEFAULT_RUNAPI_KEY, min_length=1)
     apiinone_key: str = Field(default=DEFAULT_APIINONE_KEY, min_length=1)
+    fal_key: str = Field(default=DEFAULT_FAL_KEY, min_length=1)
     knobs: Knobs = Knobs()
     graceful_shutdown_s: int = Field(default=2, ge=0)
 
@@ -135,7 +138,7 @@ class ResellerServer:
 
 
 class Sandbox:
-    """Both simulated resellers, in the running event loop. Start it once; stop it once."""
+    """Every simulated reseller, in the running event loop. Start it once; stop it once."""
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
@@ -154,26 +157,38 @@ class Sandbox:
             cfg.apiinone_port,
             cfg.graceful_shutdown_s,
         )
+        self.fal = ResellerServer(
+            fal.create_app,
+            SandboxState("fal", cfg.fal_key, cfg.knobs),
+            cfg.host,
+            cfg.fal_port,
+            cfg.graceful_shutdown_s,
+        )
+
+    @property
+    def servers(self) -> dict[str, ResellerServer]:
+        """Every simulated reseller by kind."""
+        return {"runapi": self.runapi, "apiinone": self.apiinone, "fal": self.fal}
 
     @property
     def ready_line(self) -> str:
-        """The line ``python -m providers.sandbox`` prints once both servers listen."""
-        return ready.format_line(self.runapi.url, self.apiinone.url)
+        """The line ``python -m providers.sandbox`` prints once every server listens."""
+        return ready.format_line(self.runapi.url, self.apiinone.url, fal=self.fal.url)
 
     async def start(self) -> None:
         try:
-            await self.runapi.start()
-            await self.apiinone.start()
+            for server in self.servers.values():
+                await server.start()
         except BaseException:
             await self.stop()
             raise
 
     def request_stop(self) -> None:
-        self.runapi.request_stop()
-        self.apiinone.request_stop()
+        for server in self.servers.values():
+            server.request_stop()
 
     async def wait_stopped(self) -> None:
-        await asyncio.gather(self.runapi.wait_stopped(), self.apiinone.wait_stopped())
+        await asyncio.gather(*(server.wait_stopped() for server in self.servers.values()))
 
     async def stop(self) -> None:
         self.request_stop()
@@ -193,7 +208,7 @@ class Sandbox:
 
 
 async def serve_sandbox(config: SandboxConfig | None = None) -> Sandbox:
-    """Start both simulated resellers in the running loop; the caller must ``await .stop()``."""
+    """Start every simulated reseller in the running loop; the caller must ``await .stop()``."""
     sandbox = Sandbox(config)
     await sandbox.start()
     return sandbox

@@ -19,7 +19,14 @@ import pytest
 import redis
 import yaml
 
-from tests.sandbox_process import APIINONE_KEY, RUNAPI_KEY, Running, start_sandbox, stop_sandbox
+from tests.sandbox_process import (
+    APIINONE_KEY,
+    FAL_KEY,
+    RUNAPI_KEY,
+    Running,
+    start_sandbox,
+    stop_sandbox,
+)
 
 CLIENT_KEY = "e2e-client-key-for-tests"
 OTHER_KEY = "e2e-other-client-key"
@@ -29,9 +36,10 @@ ENV = {
     "GATEWAY_KEY_OTHER": OTHER_KEY,
     "RUNAPI_API_KEY": RUNAPI_KEY,
     "APIINONE_API_KEY": APIINONE_KEY,
+    "FAL_KEY": FAL_KEY,
     "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET,
 }
-SECRETS = (CLIENT_KEY, OTHER_KEY, RUNAPI_KEY, APIINONE_KEY, WEBHOOK_SECRET)
+SECRETS = (CLIENT_KEY, OTHER_KEY, RUNAPI_KEY, APIINONE_KEY, FAL_KEY, WEBHOOK_SECRET)
 
 
 def free_port() -> int:
@@ -58,23 +66,32 @@ class Sandbox:
     def apiinone(self) -> str:
         return self.running.apiinone_url
 
+    @property
+    def fal(self) -> str:
+        return self.running.fal_url
+
+    def url(self, which: str) -> str:
+        return {"runapi": self.runapi, "apiinone": self.apiinone, "fal": self.fal}[which]
+
     def stats(self, which: str) -> dict[str, Any]:
-        url = self.runapi if which == "runapi" else self.apiinone
-        counters: dict[str, Any] = httpx.get(f"{url}/_sandbox/stats").json()["counters"]
+        counters: dict[str, Any] = httpx.get(f"{self.url(which)}/_sandbox/stats").json()["counters"]
         return counters
+
+    def authorizations(self, which: str) -> list[str]:
+        """Every distinct Authorization header the reseller's API received since the reset."""
+        seen: list[str] = httpx.get(f"{self.url(which)}/_sandbox/stats").json()["authorizations"]
+        return seen
 
     def tasks(self, which: str) -> list[str]:
         """Every task id the reseller accepted (and would bill) since the last reset."""
-        url = self.runapi if which == "runapi" else self.apiinone
-        ids: list[str] = httpx.get(f"{url}/_sandbox/tasks").json()["tasks"]
+        ids: list[str] = httpx.get(f"{self.url(which)}/_sandbox/tasks").json()["tasks"]
         return ids
 
     def knobs(self, which: str, **knobs: Any) -> None:
-        url = self.runapi if which == "runapi" else self.apiinone
-        httpx.put(f"{url}/_sandbox/knobs", json=knobs).raise_for_status()
+        httpx.put(f"{self.url(which)}/_sandbox/knobs", json=knobs).raise_for_status()
 
     def reset(self) -> None:
-        for url in (self.runapi, self.apiinone):
+        for url in (self.runapi, self.apiinone, self.fal):
             httpx.post(f"{url}/_sandbox/reset").raise_for_status()
 
 

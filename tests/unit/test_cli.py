@@ -16,6 +16,7 @@ ENV = {
     "GATEWAY_KEY_DEMO": "client-key-for-tests",
     "RUNAPI_API_KEY": "runapi-test-key",
     "APIINONE_API_KEY": "apiinone-test-key",
+    "FAL_KEY": "fal-test-key",
 }
 
 

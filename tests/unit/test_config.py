@@ -11,6 +11,7 @@ ENV = {
     "GATEWAY_KEY_DEMO": "client-key-for-tests",
     "RUNAPI_API_KEY": "runapi-test-key",
     "APIINONE_API_KEY": "apiinone-test-key",
+    "FAL_KEY": "fal-test-key",
 }
 
 
@@ -40,7 +41,7 @@ def test_env_overrides_a_nested_value_and_keeps_the_rest_of_the_file() -> None:
     assert settings.redis.url == "redis://127.0.0.1:6390/0"
     assert settings.routing.max_attempts == 2
     assert settings.routing.strategy == "cheapest"
-    assert set(settings.providers) == {"runapi", "apiinone"}
+    assert set(settings.providers) == {"runapi", "apiinone", "fal"}
 
 
 def test_env_override_reaches_into_a_provider() -> None:
@@ -139,7 +140,7 @@ def test_missing_secret_fails_naming_key_and_variable() -> None:
 def test_disabled_provider_needs_no_key() -> None:
     settings = load_settings(REPO_CONFIG, {"GATEWAY_PROVIDERS__APIINONE__ENABLED": "false"})
     env = {k: v for k, v in ENV.items() if k != "APIINONE_API_KEY"}
-    assert set(resolve_secrets(settings, env).provider_keys) == {"runapi"}
+    assert set(resolve_secrets(settings, env).provider_keys) == {"runapi", "fal"}
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:

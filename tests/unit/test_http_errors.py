@@ -88,6 +88,8 @@ def test_parse_retry_after_reads_seconds_and_http_dates(
         (429, "slow down", None, RateLimited),
         (500, "oops", None, UpstreamServerError),
         (503, None, None, UpstreamServerError),
+        (504, "gateway timeout", None, OutcomeUnknown),
+        (524, "a timeout occurred", None, OutcomeUnknown),
         (302, "moved", None, OutcomeUnknown),
     ],
 )
