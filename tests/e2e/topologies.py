@@ -100,7 +100,8 @@ def node_args(port: int, *more: str) -> list[str]:
 
 class Cluster(Servers):
     """Three primaries, the slots split in three equal ranges (as ``redis-cli --cluster
-    create`` does), no replicas."""
+    create`` does), no replicas. A long node timeout: on a loaded machine a short one lets a
+    slow node be marked failed, and the whole Cluster refuses commands meanwhile."""
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
@@ -114,7 +115,7 @@ class Cluster(Servers):
         for port in self.ports:
             self.spawn(port, *node_args(port, "--cluster-enabled", "yes",
                                          "--cluster-config-file", f"nodes-{port}.conf",
-                                         "--cluster-node-timeout", "2000"))  # fmt: skip
+                                         "--cluster-node-timeout", "15000"))  # fmt: skip
         for port in self.ports:
             wait_for(partial(self.pings, port), f"cluster node {port}")
         for i, port in enumerate(self.ports):
