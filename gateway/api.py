@@ -9,11 +9,12 @@ from typing import Annotated, Any
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import BaseModel
 
 from gateway.auth import current_client, require_client
+from gateway.budgets import Budgets, PeriodKind
 from gateway.catalogue import ProviderCatalogue
 from gateway.errors import PROBLEM_JSON, BadBody, StoreUnavailable
 from gateway.health import Health, Readiness
@@ -28,8 +29,10 @@ from gateway.schemas import (
     ProviderList,
     ReadinessReport,
     Task,
+    Usage,
 )
 from gateway.service import VideoService
+from gateway.usage import usage
 
 JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 MAX_CONTAINERS = 64
@@ -91,6 +94,10 @@ class VideoController(Controller):
             202: _ok(Task, "An upstream reseller accepted the task"),
             400: _problem("invalid_request: the body is not a JSON object, or nests too deep"),
             **GUARDED,
+            402: _problem(
+                "budget_exceeded: this key's day or month budget cannot cover the price; nothing "
+                "was sent; Retry-After: the period's end"
+            ),
             409: _problem("idempotency_key_in_use: the first request with this key is running"),
             413: _problem("payload_too_large: the body is over server.max_body_bytes"),
             422: _problem(
@@ -160,6 +167,34 @@ class ProviderController(Controller):
         return await catalogue.list()
 
 
+class UsageController(Controller):
+    path = "/v1/usage"
+    tags = ["usage"]
+    guards = [require_client]
+    security = BEARER
+
+    @get(
+        "/",
+        summary="This key's spend, reservations and budget in the current UTC day or month",
+        responses={
+            200: _ok(Usage, "The calling client's usage"),
+            **MALFORMED,
+            **GUARDED,
+            422: _problem("invalid_request: period is not day or month"),
+            **STORE_DOWN,
+        },
+    )
+    async def read_usage(
+        self,
+        request: Request[Any, Any, Any],
+        budgets: NamedDependency[Budgets],
+        period: Annotated[
+            PeriodKind, QueryParameter(description="day (default) or month, in UTC")
+        ] = "day",
+    ) -> Usage:
+        return await usage(budgets, current_client(request), period)
+
+
 @post(
     "/v1/callbacks/{provider:str}/{token:str}",
     status_code=HTTP_204_NO_CONTENT,
@@ -182,11 +217,15 @@ async def upstream_callback(
 
 @get("/metrics", include_in_schema=False, media_type=METRICS_CONTENT_TYPE)
 async def scrape_metrics(
-    metrics: NamedDependency[Metrics], health: NamedDependency[Health]
+    metrics: NamedDependency[Metrics],
+    health: NamedDependency[Health],
+    budgets: NamedDependency[Budgets],
 ) -> Response[bytes]:
     """Prometheus text format. No key: operators restrict it at the network level."""
     with contextlib.suppress(StoreUnavailable):
         await health.snapshot()  # circuit gauges as every instance sees them (counted if down)
+    with contextlib.suppress(StoreUnavailable):
+        await budgets.observe()  # each client's budget use, as Redis holds it (counted if down)
     return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 

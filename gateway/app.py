@@ -20,6 +20,7 @@ from litestar.di import Provide
 from gateway.access import RequestObserver
 from gateway.api import (
     ProviderController,
+    UsageController,
     VideoController,
     healthz,
     readyz,
@@ -27,8 +28,10 @@ from gateway.api import (
     upstream_callback,
 )
 from gateway.auth import Authorizer, ClientKeys
+from gateway.balance import Balances, Watched
+from gateway.budgets import Budgets, BudgetTable
 from gateway.catalogue import ProviderCatalogue
-from gateway.config import Secrets, Settings
+from gateway.config import BudgetSettings, Secrets, Settings
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
@@ -43,7 +46,7 @@ from gateway.service import ServiceOptions, VideoService
 from gateway.shortcut import FinalTaskShortcut
 from gateway.store import IdempotencyStore, RedisClient, TaskStore, connect
 from gateway.webhooks import WebhookSender
-from providers.base import ProviderSettings
+from providers.base import BalanceReader, ProviderSettings
 from providers.registry import build_provider
 
 logger = logging.getLogger(__name__)
@@ -54,12 +57,13 @@ class Resources:
     """What the handlers use, and the background loops that run beside them."""
 
     service: VideoService
+    budgets: Budgets
     readiness: Readiness
     catalogue: ProviderCatalogue
     health: Health
     authorizer: Authorizer
     routes: list[Route]
-    loops: list[Poller | WebhookSender]
+    loops: list[Poller | WebhookSender | Balances]
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -86,13 +90,15 @@ def build_resources(
     names = [r.name for r in routes]
     store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
-    router = Router(routes, settings.routing, health, metrics=metrics)
+    balances = Balances(redis, watched_balances(routes), metrics=metrics)
+    budgets = Budgets(redis, budget_table(settings), metrics=metrics)
+    router = Router(routes, settings.routing, health, metrics=metrics, balances=balances)
     create_timeout_s = _longest_create_s(settings)
     webhook_secret = secrets.webhook_secret.get_secret_value() if secrets.webhook_secret else None
     refresher = Refresher(
         store, router, health, settings.status,
         webhooks_enabled=webhook_secret is not None, public_url=settings.server.public_url,
-        metrics=metrics,
+        metrics=metrics, budgets=budgets,
     )  # fmt: skip
     idempotent = IdempotentCreates(
         IdempotencyStore(redis, ttl_s=settings.idempotency.ttl_s, metrics=metrics),
@@ -108,13 +114,13 @@ def build_resources(
         create_timeout_s=create_timeout_s,
         first_poll_s=settings.status.poll_interval_s,
     )
-    loops: list[Poller | WebhookSender] = []
+    loops: list[Poller | WebhookSender | Balances] = [balances] if balances.watched else []
     if settings.status.background_polling:
         slowest_status = max((r.config.timeout_s for r in routes), default=30.0)
         lease_s = slowest_status + 10
         loops.append(
             Poller(store, refresher, settings.status, create_timeout_s=create_timeout_s,
-                   lease_s=lease_s, metrics=metrics)
+                   lease_s=lease_s, metrics=metrics, budgets=budgets)
         )  # fmt: skip
     if webhook_secret is not None:
         loops.append(WebhookSender(
@@ -122,9 +128,12 @@ def build_resources(
             settings.server.port, metrics=metrics, transport=webhook_transport,
         ))  # fmt: skip
     return Resources(
-        service=VideoService(store, router, refresher, idempotent, options, metrics=metrics),
+        service=VideoService(
+            store, router, refresher, idempotent, options, metrics=metrics, budgets=budgets
+        ),
+        budgets=budgets,
         readiness=Readiness(store.ping, health, names, metrics=metrics),
-        catalogue=ProviderCatalogue(settings, health),
+        catalogue=ProviderCatalogue(settings, health, balances),
         health=health,
         authorizer=Authorizer(
             ClientKeys(secrets.client_keys),
@@ -135,6 +144,24 @@ def build_resources(
         routes=routes,
         loops=loops,
     )
+
+
+def budget_table(settings: Settings) -> BudgetTable:
+    """Clients' budgets, read from ``settings`` when asked (not copied at start-up)."""
+
+    def table() -> dict[str, BudgetSettings | None]:
+        return {k.name: k.budget_usd for k in settings.auth.keys}
+
+    return table
+
+
+def watched_balances(routes: list[Route]) -> dict[str, Watched]:
+    """The providers with ``balance`` configured whose adapter can read it."""
+    return {
+        r.name: Watched(r.adapter, r.config.balance)
+        for r in routes
+        if r.config.balance is not None and isinstance(r.adapter, BalanceReader)
+    }
 
 
 def _longest_create_s(settings: Settings) -> float:
@@ -190,7 +217,10 @@ def create_app(
     """Build the app. ``transports`` lets tests put a provider behind an httpx transport;
     ``metrics`` defaults to a new registry for the enabled providers."""
     if metrics is None:
-        metrics = Metrics([name for name, p in settings.providers.items() if p.enabled])
+        metrics = Metrics(
+            [name for name, p in settings.providers.items() if p.enabled],
+            clients=[k.name for k in settings.auth.keys],
+        )
     observed = metrics
 
     @asynccontextmanager
@@ -230,10 +260,15 @@ def create_app(
         resources: Resources = state.resources
         return resources.health
 
+    def budgets(state: State) -> Budgets:
+        resources: Resources = state.resources
+        return resources.budgets
+
     app = Litestar(
         route_handlers=[
             VideoController,
             ProviderController,
+            UsageController,
             upstream_callback,
             healthz,
             readyz,
@@ -245,6 +280,7 @@ def create_app(
             "readiness": Provide(readiness, sync_to_thread=False),
             "catalogue": Provide(catalogue, sync_to_thread=False),
             "health": Provide(health, sync_to_thread=False),
+            "budgets": Provide(budgets, sync_to_thread=False),
             "metrics": Provide(lambda: observed, sync_to_thread=False),
         },
         exception_handlers=exception_handlers(),

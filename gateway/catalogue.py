@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from gateway.balance import Balances
 from gateway.config import Settings
 from gateway.health import Circuit, Health
 from gateway.schemas import LatencyMs, ProviderInfo, ProviderList
 
 
 class ProviderCatalogue:
-    def __init__(self, settings: Settings, health: Health) -> None:
+    def __init__(self, settings: Settings, health: Health, balances: Balances) -> None:
         self._settings = settings
         self._health = health
+        self._balances = balances
 
     async def list(self) -> ProviderList:
         snapshot = await self._health.snapshot(fresh=True)
@@ -30,6 +32,7 @@ class ProviderCatalogue:
                         p99=health.latency_p99_ms if health else None,
                     ),
                     prices_usd={tier: dict(prices) for tier, prices in cfg.prices_usd.items()},
+                    balance_usd=self._balances.balance_usd(name),
                 )
             )
         return ProviderList(data=data)

@@ -70,10 +70,19 @@ class RedisSettings(_Section):
         return url
 
 
+class BudgetSettings(_Section):
+    """A client's spend budgets per UTC period, in US dollars; an absent period is unlimited."""
+
+    day: float | None = Field(None, gt=0)
+    month: float | None = Field(None, gt=0)
+
+
 class ClientKeySettings(_Section):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     key_env: EnvVarName
     rate_per_minute: int | None = Field(None, ge=1)
+    budget_usd: BudgetSettings | None = None
+    """Absent: no budget (spend is still counted, see ``GET /v1/usage``)."""
 
 
 class AuthSettings(_Section):
@@ -143,6 +152,15 @@ class LogSettings(_Section):
 PriceTable = dict[Tier, dict[str, float]]
 
 
+class BalanceSettings(_Section):
+    """Balance-aware routing for a provider whose kind has a balance API."""
+
+    refresh_s: float = Field(60.0, ge=1.0)
+    """The account balance is read at most this often, across all instances."""
+    min_usd: float = Field(0.0, ge=0)
+    """Below this known balance the provider is not eligible."""
+
+
 class ProviderConfig(_Section):
     kind: str
     base_url: str = Field(pattern=r"^https?://")
@@ -157,6 +175,8 @@ class ProviderConfig(_Section):
     text_to_video: bool | None = None
     """Default: what the kind serves."""
     prices_usd: PriceTable = Field(default_factory=dict)
+    balance: BalanceSettings | None = None
+    """Only for kinds with a balance API (``runapi``); absent: the balance is not watched."""
 
     @field_validator("kind")
     @classmethod
@@ -184,6 +204,8 @@ class ProviderConfig(_Section):
         unknown = set(self.models or ()) - set(kind.models)
         if unknown:
             raise ValueError(f"models: kind {self.kind!r} does not serve {sorted(unknown)}")
+        if self.balance is not None and not kind.balance_api:
+            raise ValueError(f"balance: kind {self.kind!r} has no balance API")
         return self
 
     @property

@@ -107,6 +107,10 @@ class RateLimited(GatewayError):
     status, code, title = 429, "rate_limited", "Over this key's rate limit"
 
 
+class BudgetExceeded(GatewayError):
+    status, code, title = 402, "budget_exceeded", "This key's spend budget cannot cover the price"
+
+
 class UpstreamRejected(GatewayError):
     status, code, title = 502, "upstream_rejected", "The upstream refused the translated request"
 

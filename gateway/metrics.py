@@ -36,10 +36,11 @@ from providers import errors as perr
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
-Operation = Literal["create", "status"]
+Operation = Literal["create", "status", "balance"]
 RedisOperation = Literal[
-    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit"
-]
+    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
+    "balance",
+]  # fmt: skip
 """Which part of the gateway met a Redis error."""
 WebhookOutcome = Literal["delivered", "rejected", "unreachable", "abandoned"]
 """One delivery attempt: a 2xx; a non-2xx answer; a timeout or connection error. ``abandoned``:
@@ -49,14 +50,19 @@ OTHER: Final = "other"
 UNMATCHED: Final = "unmatched"
 """The route label of a request that matched no route (404, 405): never the raw path."""
 
-SUCCESS: Final[Mapping[Operation, str]] = {"create": "accepted", "status": "ok"}
+SUCCESS: Final[Mapping[Operation, str]] = {"create": "accepted", "status": "ok", "balance": "ok"}
+TASK_OPERATIONS: Final[tuple[Operation, ...]] = ("create", "status")
+"""Operations every provider has, whose series start at 0 (``balance``: only kinds with a
+balance API, from their first read)."""
 HTTP_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 TIERS: Final = ("standard", "pro")
 RESOLUTIONS: Final = ("768P", "1080P")
 FINAL_STATUSES: Final = ("completed", "failed")
+BUDGET_PERIODS: Final = ("day", "month")
 CIRCUIT_VALUES: Final[Mapping[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 REDIS_OPERATIONS: Final[tuple[RedisOperation, ...]] = (
-    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit",
+    "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
+    "balance",
 )  # fmt: skip
 WEBHOOK_OUTCOMES: Final[tuple[WebhookOutcome, ...]] = (
     "delivered", "rejected", "unreachable", "abandoned",
@@ -100,7 +106,8 @@ def _values_go_to_files() -> bool:
 
 
 class Metrics:
-    """The gateway's metrics, in a registry of their own. ``providers``: the configured names.
+    """The gateway's metrics, in a registry of their own. ``providers``: the configured names;
+    ``clients``: the client names of ``auth.keys`` (the only ``client`` label values).
 
     ``multiprocess_dir``: the directory every worker of one ``gateway serve --workers N``
     writes to (set as ``PROMETHEUS_MULTIPROC_DIR`` before prometheus-client was imported);
@@ -111,6 +118,7 @@ class Metrics:
         self,
         providers: Sequence[str],
         *,
+        clients: Sequence[str] = (),
         version: str = __version__,
         multiprocess_dir: Path | None = None,
     ) -> None:
@@ -121,6 +129,7 @@ class Metrics:
         self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self._providers = tuple(providers)
+        self._clients = tuple(clients)
         self._routes: frozenset[str] = frozenset()
         r = self.registry
         self._build_info = Gauge(
@@ -156,8 +165,39 @@ class Metrics:
             ["provider", "tier", "resolution"], registry=r,
         )  # fmt: skip
         self._spend = Counter(
-            "gateway_spend_usd", "Price-table price of every accepted task, in US dollars",
-            ["provider"], registry=r,
+            "gateway_spend_usd", "Price-table price of every task that completed (what resellers "
+            "bill), in US dollars", ["provider"], registry=r,
+        )  # fmt: skip
+        self._spend_at_risk = Counter(
+            "gateway_spend_at_risk_usd", "Prices of creates sent that got no answer (they may "
+            "be billed), in US dollars", ["provider"], registry=r,
+        )  # fmt: skip
+        self._saving = Counter(
+            "gateway_price_routing_saving_usd", "For each completed task, the price of the most "
+            "expensive eligible provider less the price paid, in US dollars", ["provider"],
+            registry=r,
+        )  # fmt: skip
+        self._client_spend = Counter(
+            "gateway_client_spend_usd", "Price of every completed task, by client, in US dollars",
+            ["client"], registry=r,
+        )  # fmt: skip
+        self._budget_refusals = Counter(
+            "gateway_budget_refusals", "Creates refused: the client's budget could not "
+            "cover the price", ["client"], registry=r,
+        )  # fmt: skip
+        self._budget = Gauge(
+            "gateway_client_budget_usd", "A client's configured budget per UTC period",
+            ["client", "period"], registry=r, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self._budget_used = Gauge(
+            "gateway_client_budget_used_usd", "What a client has spent and reserved in the "
+            "current UTC period (read from Redis at each scrape)", ["client", "period"],
+            registry=r, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self._balance = Gauge(
+            "gateway_provider_balance_usd", "Last known account balance (less the prices "
+            "accepted since it was read), for providers with a balance API", ["provider"],
+            registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self._tasks_finished = Counter(
             "gateway_tasks_finished", "Tasks that reached a final status, by provider and status",
@@ -184,9 +224,9 @@ class Metrics:
 
     def _initialise(self) -> None:
         for p in self._providers:
-            for op, ok in SUCCESS.items():
+            for op in TASK_OPERATIONS:
                 self._upstream_seconds.labels(p, op)
-                for outcome in (ok, *ERROR_OUTCOMES):
+                for outcome in (SUCCESS[op], *ERROR_OUTCOMES):
                     self._upstream_calls.labels(p, op, outcome)
             for to in self._providers:
                 for reason in FAILOVER_REASONS if to != p else ():
@@ -196,10 +236,15 @@ class Metrics:
                 for resolution in RESOLUTIONS:
                     self._tasks_created.labels(p, tier, resolution)
             self._spend.labels(p)
+            self._spend_at_risk.labels(p)
+            self._saving.labels(p)
             for status in FINAL_STATUSES:
                 self._tasks_finished.labels(p, status)
                 self._finish_seconds.labels(p, status)
             self._circuit.labels(p).set(CIRCUIT_VALUES["closed"])
+        for client in self._clients:
+            self._client_spend.labels(client)
+            self._budget_refusals.labels(client)
         for operation in REDIS_OPERATIONS:
             self._redis_errors.labels(operation)
         for outcome in WEBHOOK_OUTCOMES:
@@ -242,15 +287,40 @@ class Metrics:
             _pick(reason, FAILOVER_REASONS),
         ).inc()
 
-    def ambiguous_submit(self, provider: str) -> None:
-        self._ambiguous.labels(self._provider(provider)).inc()
+    def ambiguous_submit(self, provider: str, price_usd: float) -> None:
+        """A create got no answer: its price may be billed."""
+        provider = self._provider(provider)
+        self._ambiguous.labels(provider).inc()
+        self._spend_at_risk.labels(provider).inc(max(price_usd, 0.0))
 
-    def task_created(self, provider: str, tier: str, resolution: str, price_usd: float) -> None:
-        """A reseller accepted a task; its price-table price counts toward the spend."""
+    def task_created(self, provider: str, tier: str, resolution: str) -> None:
+        """A reseller accepted a task (it is billed only if it completes: :meth:`spent`)."""
         provider = self._provider(provider)
         tier, resolution = _pick(tier, TIERS), _pick(resolution, RESOLUTIONS)
         self._tasks_created.labels(provider, tier, resolution).inc()
-        self._spend.labels(provider).inc(max(price_usd, 0.0))
+
+    def spent(self, provider: str, client: str, price_usd: float) -> None:
+        """A task completed: resellers bill successful generations."""
+        price = max(price_usd, 0.0)
+        self._spend.labels(self._provider(provider)).inc(price)
+        self._client_spend.labels(_pick(client, self._clients)).inc(price)
+
+    def routing_saving(self, provider: str, saving_usd: float) -> None:
+        """A completed task cost ``saving_usd`` less than the dearest eligible provider's."""
+        self._saving.labels(self._provider(provider)).inc(max(saving_usd, 0.0))
+
+    def budget_refusal(self, client: str) -> None:
+        self._budget_refusals.labels(_pick(client, self._clients)).inc()
+
+    def budget(self, client: str, period: str, used_usd: float, budget_usd: float | None) -> None:
+        """One client's use of one period; ``budget_usd`` None: no budget (no series)."""
+        client, period = _pick(client, self._clients), _pick(period, BUDGET_PERIODS)
+        self._budget_used.labels(client, period).set(used_usd)
+        if budget_usd is not None:
+            self._budget.labels(client, period).set(budget_usd)
+
+    def provider_balance(self, provider: str, balance_usd: float) -> None:
+        self._balance.labels(self._provider(provider)).set(balance_usd)
 
     def task_finished(self, provider: str, status: str, seconds_to_finish: float) -> None:
         """A task reached ``completed`` or ``failed``, ``seconds_to_finish`` after creation."""

@@ -190,7 +190,7 @@ def _url(max_length: int) -> Schema:
 
 
 def _retry_after(responses: dict[str, OpenAPIResponse | Reference]) -> None:
-    for status, required in (("429", True), ("503", False)):
+    for status, required in (("402", True), ("429", True), ("503", False)):
         response = responses.get(status)
         if isinstance(response, OpenAPIResponse) and response.content:
             response.headers = {

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from gateway.budgets import Budgets
 from gateway.config import StatusSettings
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.health import Health
@@ -86,8 +87,10 @@ class Refresher:
         webhooks_enabled: bool,
         public_url: str | None = None,
         metrics: Metrics,
+        budgets: Budgets,
     ) -> None:
         self._metrics = metrics
+        self._budgets = budgets
         self._public_url = public_url
         self._store = store
         self._router = router
@@ -175,6 +178,7 @@ class Refresher:
             delivery = new_delivery(record, record.webhook_url)
             webhook = (delivery.id, delivery.model_dump_json(), time.time())
         if await self._store.finalize(record, webhook):
+            await self._budgets.finalized(record)
             self._metrics.task_finished(
                 record.provider or "",
                 record.status.value,
@@ -212,8 +216,11 @@ class Refresher:
         if not candidates:
             return None
         history = [*record.attempts, failed]
+        ceiling = max(c.price_usd for c in candidates)
 
         async def before_attempt(candidate: Candidate, done: Sequence[Attempt]) -> None:
+            # The failed generation is not billed: its reservation moves to this price.
+            await self._budgets.reserve(record, candidate.price_usd, ceiling)
             record.attempts = [*history, *done, Attempt(provider=candidate.name, outcome="pending")]
             await self._store.save(record)
 
@@ -233,9 +240,7 @@ class Refresher:
         record.status = placement.submitted.status
         record.attempts = [*history, *placement.attempts]
         record.resubmits += 1
-        self._metrics.task_created(
-            record.provider, record.tier, record.resolution, record.price_usd or 0.0
-        )
+        self._metrics.task_created(record.provider, record.tier, record.resolution)
         record.polled_at = None
         record.updated_at = now_s()
         await self._store.save(record)
@@ -277,8 +282,10 @@ class Poller:
         create_timeout_s: float,
         lease_s: float,
         metrics: Metrics,
+        budgets: Budgets,
     ) -> None:
         self._metrics = metrics
+        self._budgets = budgets
         self._store = store
         self._refresher = refresher
         self._settings = settings
@@ -353,4 +360,5 @@ class Poller:
             "create interrupted; reconcile with the upstream",
             extra={"task_id": record.id, "provider": last.provider if last else None},
         )
-        await self._store.finalize(record)
+        if await self._store.finalize(record):
+            await self._budgets.finalized(record)  # keeps the reservation: it may be billed

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from gateway.balance import Balances
 from gateway.config import ProviderConfig, RoutingSettings
 from gateway.errors import (
     AllProvidersFailed,
@@ -66,8 +67,10 @@ class Router:
         *,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        balances: Balances | None = None,
     ) -> None:
         self._metrics = metrics if metrics is not None else Metrics([r.name for r in routes])
+        self._balances = balances
         self._routes = {r.name: r for r in routes}
         self._settings = settings
         self._health = health
@@ -104,9 +107,24 @@ class Router:
                 f"every eligible provider is cooling down ({', '.join(c.name for c in eligible)})",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
+        usable = self._funded(usable)
         allow = overrides.providers if overrides and overrides.providers else None
         strategy = (overrides.strategy if overrides else None) or self._settings.strategy
         return STRATEGIES[strategy](usable, allow, self._rng)
+
+    def _funded(self, candidates: list[Candidate]) -> list[Candidate]:
+        """Leave out accounts whose known balance cannot pay (``gateway.balance``)."""
+        if self._balances is None:
+            return candidates
+        balances = self._balances
+        funded = [c for c in candidates if balances.allows(c.name, c.price_usd)]
+        if not funded:
+            raise ProvidersUnavailable(
+                "every eligible provider's account balance is below the price or its minimum "
+                f"({', '.join(c.name for c in candidates)})",
+                headers={"Retry-After": str(max(1, math.ceil(balances.retry_after_s())))},
+            )
+        return funded
 
     def _eligible(self, job: VideoJob, overrides: RoutingOverrides | None) -> list[Candidate]:
         if job.model not in self.served_models():
@@ -193,7 +211,7 @@ class Router:
                 attempts.append(_attempt(candidate.name, exc.outcome, started, exc.message))
                 self._observe(candidate.name, exc.outcome, started, exc.http_status)
                 if isinstance(exc, perr.OutcomeUnknown):
-                    self._metrics.ambiguous_submit(candidate.name)
+                    self._metrics.ambiguous_submit(candidate.name, candidate.price_usd)
                 await self._health.record(candidate.name, exc)
                 self._stop_unless_safe(exc, attempts)
                 continue
@@ -201,6 +219,8 @@ class Router:
             attempts.append(accepted)
             self._observe(candidate.name, accepted.outcome, started, None)
             await self._health.record(candidate.name, None, latency_ms=accepted.latency_ms)
+            if self._balances is not None:
+                self._balances.spent(candidate.name, candidate.price_usd)
             return Placement(candidate=candidate, submitted=submitted, attempts=attempts)
         if not attempts:
             raise ProvidersUnavailable(

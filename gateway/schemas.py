@@ -263,10 +263,38 @@ class ProviderInfo(BaseModel):
     latency_ms: LatencyMs
     """Create latency over the last 200 accepted creates."""
     prices_usd: dict[str, dict[str, float]]
+    balance_usd: float | None = None
+    """The last known account balance (less the prices accepted since); None where the
+    reseller has no balance API or it has not been read yet."""
 
 
 class ProviderList(BaseModel):
     data: list[ProviderInfo]
+
+
+class ProviderUsage(BaseModel):
+    spent_usd: float
+    tasks: int
+
+
+class Usage(BaseModel):
+    """``GET /v1/usage``: the calling client's money in the current UTC period."""
+
+    client: str
+    period: Literal["day", "month"]
+    start: int
+    end: int
+    spent_usd: float
+    """Prices of the tasks created in this period that completed (what resellers bill)."""
+    reserved_usd: float
+    """Held for unfinished tasks, and for those whose outcome is unknown (they may bill)."""
+    budget_usd: float | None
+    tasks: int
+    """Completed tasks counted in ``spent_usd``."""
+    by_provider: dict[str, ProviderUsage]
+    saving_usd: float
+    """What price routing saved: the same tasks at the dearest eligible provider's price,
+    less ``spent_usd``."""
 
 
 class Liveness(BaseModel):

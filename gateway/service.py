@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.budgets import Budgets
 from gateway.cache import FinalTask, FinalTasks
 from gateway.config import WebhookSettings
 from gateway.errors import (
@@ -69,9 +70,11 @@ class VideoService:
         options: ServiceOptions,
         *,
         metrics: Metrics,
+        budgets: Budgets,
         final_tasks: FinalTasks | None = None,
     ) -> None:
         self._metrics = metrics
+        self._budgets = budgets
         self._final = final_tasks if final_tasks is not None else FinalTasks()
         self._store = store
         self._router = router
@@ -126,16 +129,26 @@ class VideoService:
         if job is None:
             raise RuntimeError("a new task record carries its job")
         candidates = await self._router.plan(job, record.routing)
+        ceiling = max(c.price_usd for c in candidates)
+        # The budget is checked (and the first price reserved) before anything is written, so
+        # a refusal leaves no trace but the metric.
+        await self._budgets.reserve(record, candidates[0].price_usd, ceiling)
         # The first pending attempt goes in with the task itself: one write before the upstream
         # call, and a refusal (store_unavailable) if Redis cannot take it.
         record.attempts = [Attempt(provider=candidates[0].name, outcome="pending")]
-        await self._store.create(record, check_at=time.time() + self._options.create_timeout_s)
+        try:
+            await self._store.create(record, check_at=time.time() + self._options.create_timeout_s)
+        except StoreUnavailable:
+            await self._budgets.settle(record)  # nothing was sent: give the reservation back
+            raise
         first_write = list(record.attempts)
 
         async def before_attempt(candidate: Candidate, done: Sequence[Attempt]) -> None:
             pending = Attempt(provider=candidate.name, outcome="pending")
             if not done and first_write == [pending]:
-                return  # already written with the task
+                return  # already written (and reserved) with the task
+            # One reservation per task, at the price of the provider about to be called.
+            await self._budgets.reserve(record, candidate.price_usd, ceiling)
             record.attempts = [*done, pending]
             await self._store.save(record)
 
@@ -163,9 +176,7 @@ class VideoService:
                 "do not resubmit it blindly",
                 attempts=record.attempts,
             ) from exc
-        self._metrics.task_created(
-            record.provider, record.tier, record.resolution, record.price_usd
-        )
+        self._metrics.task_created(record.provider, record.tier, record.resolution)
         logger.info(
             "task accepted",
             extra={
@@ -179,13 +190,17 @@ class VideoService:
     async def _record_refusal(self, record: TaskRecord, exc: GatewayError) -> None:
         """Keep a trace of a create that ended in an error (the client got no task id)."""
         if isinstance(exc, StoreUnavailable):
+            await self._budgets.settle(record)  # best effort: Redis is failing
             return
         record.attempts = list(exc.attempts or record.attempts)
         record.finish(TaskStatus.FAILED, error=TaskError(code=exc.code, message=str(exc)))
         try:
-            await self._store.finalize(record)
+            finalized = await self._store.finalize(record)
         except StoreUnavailable:
             logger.exception("could not record a refused create", extra={"task_id": record.id})
+            finalized = True  # this create ended here either way
+        if finalized:
+            await self._budgets.finalized(record)
 
     async def _save_accepted(self, record: TaskRecord) -> None:
         """An upstream has accepted a paid task: its mapping must not be lost. Retried with

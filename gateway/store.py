@@ -169,6 +169,28 @@ class Keys:
     def rate(client: str) -> str:
         return f"{KEY_PREFIX}:{{c:{client}}}:rate"
 
+    # A client's money keys share the hash tag {c:<client>}: one budget script touches one slot.
+    @staticmethod
+    def usage(client: str, period_id: str) -> str:
+        """A client's counters for one UTC period (``d20261201``, ``m202612``): a hash of
+        integer micro-dollars (spent, reserved, by provider) and task counts."""
+        return f"{KEY_PREFIX}:{{c:{client}}}:usage:{period_id}"
+
+    @staticmethod
+    def reservation(client: str, task_id: str) -> str:
+        """What one task holds of its client's budget until it completes or fails."""
+        return f"{KEY_PREFIX}:{{c:{client}}}:reservation:{task_id}"
+
+    @staticmethod
+    def balance(provider: str) -> str:
+        """A provider account's last balance read, shared by every instance."""
+        return f"{KEY_PREFIX}:{{b:{provider}}}:balance"
+
+    @staticmethod
+    def balance_lease(provider: str) -> str:
+        """Held by the one instance that reads the balance this interval."""
+        return f"{KEY_PREFIX}:{{b:{provider}}}:balance:lease"
+
 
 def new_task_id(shard: int | None = None) -> str:
     """``vid_`` + 26 base32 characters of 128 random bits: opaque, URL-safe, unguessable; in

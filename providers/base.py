@@ -76,6 +76,14 @@ class UpstreamStatus(BaseModel):
     error_message: str | None = None
 
 
+class AccountBalance(BaseModel):
+    """What a reseller account can still spend, in US cents."""
+
+    model_config = ConfigDict(frozen=True)
+
+    balance_cents: int
+
+
 class ProviderSettings(BaseModel):
     """What an adapter needs to talk to one reseller account."""
 
@@ -110,3 +118,16 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class BalanceReader(Protocol):
+    """An optional capability of an adapter whose reseller publishes the account balance
+    (``Capabilities.balance_api``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def balance(self) -> AccountBalance:
+        """Read the account balance (free). Raises a ProviderError subclass on any failure."""
+        ...

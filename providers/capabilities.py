@@ -19,9 +19,13 @@ class Capabilities:
     text_to_video: bool
     data_uri_images: bool
     """Whether its image field takes ``data:`` URIs (else URLs only)."""
+    balance_api: bool = False
+    """Whether the account balance can be read (the adapter then implements ``balance()``)."""
 
 
-RUNAPI = Capabilities("runapi", ("hailuo-2.3",), text_to_video=False, data_uri_images=False)
+RUNAPI = Capabilities(
+    "runapi", ("hailuo-2.3",), text_to_video=False, data_uri_images=False, balance_api=True
+)
 APIINONE = Capabilities("apiinone", ("hailuo-2.3",), text_to_video=False, data_uri_images=False)
 FAL = Capabilities(
     "fal", ("hailuo-2.3", "hailuo-2.3-fast"), text_to_video=True, data_uri_images=True

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from providers.base import (
+    AccountBalance,
     Submitted,
     TaskStatus,
     Tier,
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 CREATE_PATH = "/api/v1/hailuo/image_to_video"
 STATUS_PATH = "/api/v1/hailuo/image_to_video/{id}"
+BALANCE_PATH = "/api/v1/me/balance"
 
 MODEL_IDS: dict[Tier, str] = {
     "standard": "hailuo-2.3-image-to-video-standard",
@@ -138,6 +140,18 @@ def parse_status(body: object) -> UpstreamStatus:
     return UpstreamStatus(status=status, raw_status=raw)
 
 
+class _Balance(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    balance_cents: int
+
+
+def parse_balance(body: object) -> AccountBalance:
+    """``{"balance_cents", "paid_balance_cents", …}`` → the spendable balance. Raises
+    ValueError when ``balance_cents`` is missing or not an integer."""
+    return AccountBalance(balance_cents=_Balance.model_validate(body).balance_cents)
+
+
 def parse_error(body: object) -> tuple[str | None, str | None]:
     """``(message, code)`` from any documented error body; validation fields fold into message.
 
@@ -173,6 +187,12 @@ class RunAPIProvider(HTTPAdapter):
     async def status(self, upstream_id: str) -> UpstreamStatus:
         path = STATUS_PATH.format(id=quote(upstream_id, safe=""))
         return await self._poll(path, parse_status)
+
+    async def balance(self) -> AccountBalance:
+        """The account's balance (a free read; ``providers.base.BalanceReader``)."""
+        return await self._call(
+            "GET", BALANCE_PATH, parse_balance, unreadable="balance answer without balance_cents"
+        )
 
     def _parse_error(self, body: object) -> tuple[str | None, str | None]:
         return parse_error(body)

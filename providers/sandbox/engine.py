@@ -63,6 +63,11 @@ class Knobs(BaseModel):
     complete_after_s: float = Field(default=3.0, ge=0, description="Final this long after create.")
     task_outcome: Outcome = "completed"
     status_fault: StatusFault = "none"
+    balance_cents: int | None = Field(
+        default=None,
+        description="Set the account balance (RunAPI): each accepted create is charged its "
+        "price and a create it cannot cover answers 402; null: unlimited.",
+    )
     url_base: str | None = Field(
         default=None,
         pattern=r"^https?://[^/?#]+$",
@@ -76,6 +81,7 @@ class Counters(BaseModel):
     create_calls: int = 0
     accepted_creates: int = 0
     status_calls: int = 0
+    balance_calls: int = 0
 
 
 class Stats(BaseModel):
@@ -164,6 +170,10 @@ class SandboxState:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks: dict[str, SimTask] = {}
+        self.balance_cents = self.knobs.balance_cents
+        """What the account can still spend; None: unlimited. Set by the knob, lowered by
+        each accepted create's price (:meth:`charge`)."""
+        self.spent_cents = 0
         self.authorizations: set[str] = set()
         self.stopping = asyncio.Event()
         self._clock = clock or time.monotonic
@@ -175,12 +185,25 @@ class SandboxState:
         self.knobs = self.initial_knobs
         self.counters = Counters()
         self.tasks.clear()
+        self.balance_cents = self.knobs.balance_cents
+        self.spent_cents = 0
         self.authorizations.clear()
 
     def update_knobs(self, patch: dict[str, object]) -> Knobs:
         """Apply a partial update; raises ``pydantic.ValidationError`` and changes nothing."""
         self.knobs = Knobs.model_validate({**self.knobs.model_dump(), **patch})
+        if "balance_cents" in patch:
+            self.balance_cents = self.knobs.balance_cents
         return self.knobs
+
+    def charge(self, cents: int) -> bool:
+        """Take ``cents`` from the balance; False (nothing taken) when it cannot cover them."""
+        if self.balance_cents is not None:
+            if self.balance_cents < cents:
+                return False
+            self.balance_cents -= cents
+        self.spent_cents += cents
+        return True
 
     async def delay(self) -> None:
         """The ``latency_ms`` every create and status answer waits."""

@@ -35,6 +35,8 @@ from providers.sandbox.routes import (
 )
 
 CREATE_PATH = "/api/v1/hailuo/image_to_video"
+BALANCE_PATH = "/api/v1/me/balance"
+UNLIMITED_CENTS = 100_000_000
 
 MODELS = ("hailuo-2.3-image-to-video-standard", "hailuo-2.3-image-to-video-pro")
 # Price in cents per (model, duration, resolution), from the hailuo-mcp pricing data.
@@ -87,7 +89,7 @@ class CreateBody(BaseModel):
 
 def create_app(state: SandboxState) -> Litestar:
     """The simulated RunAPI over ``state``."""
-    return create_sandbox_app(state, [create_video, task_status, task_status_short])
+    return create_sandbox_app(state, [create_video, task_status, task_status_short, balance])
 
 
 @post(CREATE_PATH, status_code=200)
@@ -118,6 +120,9 @@ async def create_video(
         return body
     if sandbox.refuses_content(body.prompt):
         return _error(422, "content_policy_violation", "prompt rejected by safety checker")
+    price = PRICES.get((body.model, body.duration_seconds, body.output_resolution.upper()), 0)
+    if not sandbox.charge(price):
+        return _fault_answer("http_402", sandbox)
     spec = TaskSpec(
         model=body.model,
         prompt=body.prompt,
@@ -161,6 +166,27 @@ def validate(payload: dict[str, object]) -> CreateBody | Response[Any]:
     if errors or body is None:
         return Response({"error": "Validation failed", "errors": errors}, status_code=422)
     return body
+
+
+@get(BALANCE_PATH, sync_to_thread=False)
+def balance(
+    request: Request[Any, Any, Any], sandbox: NamedDependency[SandboxState]
+) -> Response[Any]:
+    """``GET /api/v1/me/balance`` (free). An unlimited sandbox account reports a large balance."""
+    sandbox.counters.balance_calls += 1
+    if not bearer_matches(request, sandbox.api_key):
+        return _error(401, "unauthorized", "Invalid API key")
+    cents = UNLIMITED_CENTS if sandbox.balance_cents is None else sandbox.balance_cents
+    return Response(
+        {
+            "balance_cents": cents,
+            "paid_balance_cents": cents,
+            "bonus_balance_cents": 0,
+            "spent_cents_today": sandbox.spent_cents,
+            "spent_cents_total": sandbox.spent_cents,
+        },
+        status_code=200,
+    )
 
 
 async def _status(

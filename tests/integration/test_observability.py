@@ -26,6 +26,7 @@ from gateway.app import create_app
 from gateway.config import resolve_secrets, settings_from_mapping
 from gateway.logs import JsonFormatter
 from gateway.metrics import (
+    BUDGET_PERIODS,
     ERROR_OUTCOMES,
     FAILOVER_REASONS,
     FINAL_STATUSES,
@@ -133,9 +134,14 @@ async def test_scripted_traffic_counts_tasks_spend_outcomes_and_status_calls_exa
         ("runapi", "standard", "768P"): 1,
         ("apiinone", "standard", "768P"): 1,
     }
+    # Spend means billed: only the completed task counts (resellers bill successful ones).
     spend = {p: s.value("gateway_spend_usd_total", provider=p) for p in PROVIDERS}
-    assert spend == pytest.approx({"runapi": 0.30, "apiinone": 0.32})
-    assert sum(spend.values()) == pytest.approx(sum(t["price_usd"] for t in script.tasks))
+    assert spend == pytest.approx({"runapi": 0.30, "apiinone": 0.0})
+    completed = [t for t in script.tasks if t["status"] == "completed"]
+    assert sum(spend.values()) == pytest.approx(sum(t["price_usd"] for t in completed))
+    assert s.value("gateway_client_spend_usd_total", client="demo") == pytest.approx(0.30)
+    assert s.value("gateway_client_spend_usd_total", client="other") == 0
+    assert s.nonzero("gateway_spend_at_risk_usd_total", "provider") == {}
     assert s.nonzero("gateway_tasks_finished_total", "provider", "status") == {
         ("runapi", "completed"): 1,
         ("apiinone", "failed"): 1,
@@ -173,6 +179,8 @@ async def test_an_ambiguous_submit_is_counted_for_its_provider(
         assert response.json()["code"] == "upstream_outcome_unknown"
         s = await h.scrape()
     assert s.nonzero("gateway_ambiguous_submits_total", "provider") == {("runapi",): 1}
+    assert s.nonzero("gateway_spend_at_risk_usd_total", "provider") == {("runapi",): 0.30}
+    assert s.nonzero("gateway_spend_usd_total", "provider") == {}
     assert s.nonzero("gateway_upstream_calls_total", "provider", "operation", "outcome") == {
         ("runapi", "create", "outcome_unknown"): 1
     }
@@ -213,6 +221,8 @@ def allowed_label_values(h: Harness) -> dict[str, set[str]]:
         "tier": {*TIERS, OTHER},
         "resolution": {*RESOLUTIONS, OTHER},
         "version": {__version__},
+        "client": {*(k.name for k in h.settings.auth.keys), OTHER},
+        "period": {*BUDGET_PERIODS, OTHER},
     }
 
 
@@ -392,4 +402,6 @@ async def test_redis_outage_fails_readyz_and_counts_redis_errors(
     assert ready.json()["status"] == "unavailable"
     assert ready.json()["reasons"][0].startswith("redis unreachable")
     s = await h.scrape()  # still served: Prometheus must see the outage
-    assert s.nonzero("gateway_redis_errors_total", "operation") == {("ping",): 1, ("health",): 1}
+    assert s.nonzero("gateway_redis_errors_total", "operation") == {
+        ("ping",): 1, ("health",): 1, ("budgets",): 1,  # the scrape reads budget use too
+    }  # fmt: skip

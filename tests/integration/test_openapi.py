@@ -37,7 +37,7 @@ def answers(document: dict[str, Any], path: str, method: str) -> dict[str, str |
 async def test_openapi_documents_every_status_each_route_answers(harness: Harness) -> None:
     document = await openapi(harness)
     assert answers(document, "/v1/videos", "post") == {
-        "200": JSON, "202": JSON, "400": PROBLEM, "401": PROBLEM, "409": PROBLEM,
+        "200": JSON, "202": JSON, "400": PROBLEM, "401": PROBLEM, "402": PROBLEM, "409": PROBLEM,
         "413": PROBLEM, "422": PROBLEM, "429": PROBLEM, "502": PROBLEM, "503": PROBLEM,
         "504": PROBLEM,
     }  # fmt: skip
@@ -47,6 +47,10 @@ async def test_openapi_documents_every_status_each_route_answers(harness: Harnes
     }  # fmt: skip
     assert answers(document, "/v1/providers", "get") == {
         "200": JSON, "401": PROBLEM, "429": PROBLEM, "503": PROBLEM,
+    }  # fmt: skip
+    assert answers(document, "/v1/usage", "get") == {
+        "200": JSON, "400": PROBLEM, "401": PROBLEM, "422": PROBLEM, "429": PROBLEM,
+        "503": PROBLEM,
     }  # fmt: skip
     assert answers(document, "/v1/callbacks/{provider}/{token}", "post") == {
         "204": None, "400": PROBLEM, "404": PROBLEM, "503": PROBLEM,
@@ -78,8 +82,9 @@ async def test_openapi_names_the_bearer_scheme_on_v1_routes_only(harness: Harnes
 
 async def test_rate_limited_answers_document_retry_after(harness: Harness) -> None:
     document = await openapi(harness)
-    headers = document["paths"]["/v1/videos"]["post"]["responses"]["429"]["headers"]
-    assert headers["Retry-After"]["required"] is True
+    for status in ("402", "429"):  # over budget, over rate
+        headers = document["paths"]["/v1/videos"]["post"]["responses"][status]["headers"]
+        assert headers["Retry-After"]["required"] is True
 
 
 async def test_openapi_offers_webhook_url_only_when_webhooks_are_configured(

@@ -194,6 +194,23 @@ def test_runapi_accepts_pro_at_1080p_for_6_seconds(runapi: httpx.Client) -> None
     assert runapi.post(RUNAPI_CREATE, json=body).status_code == 200
 
 
+def test_runapi_charges_its_balance_and_refuses_with_402_what_it_cannot_cover(
+    runapi: httpx.Client,
+) -> None:
+    assert runapi.get("/api/v1/me/balance").json()["balance_cents"] > 10_000  # unlimited
+    set_knobs(runapi, balance_cents=40)
+    assert runapi.post(RUNAPI_CREATE, json=runapi_body()).status_code == 200  # 30 cents
+    refused = runapi.post(RUNAPI_CREATE, json=runapi_body())
+    assert refused.status_code == 402
+    assert refused.json()["error"]["code"] == "insufficient_credits"
+    balance = runapi.get("/api/v1/me/balance").json()
+    assert (balance["balance_cents"], balance["spent_cents_today"]) == (10, 30)
+    assert counters(runapi)["accepted_creates"] == 1
+    assert runapi.get("/api/v1/me/balance", headers=auth("wrong")).status_code == 401
+    runapi.post("/_sandbox/reset").raise_for_status()
+    assert runapi.get("/api/v1/me/balance").json()["balance_cents"] > 10_000
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
@@ -276,7 +293,12 @@ def test_runapi_create_fault_answers_its_documented_error(
     answer = runapi.post(RUNAPI_CREATE, json=runapi_body())
     assert answer.status_code == status
     assert answer.json()["error"]["code"] == code
-    assert counters(runapi) == {"create_calls": 1, "accepted_creates": 0, "status_calls": 0}
+    assert counters(runapi) == {
+        "create_calls": 1,
+        "accepted_creates": 0,
+        "status_calls": 0,
+        "balance_calls": 0,
+    }
 
 
 AIO_FAULTS = [
@@ -347,7 +369,12 @@ def test_hang_outlasts_a_short_client_timeout_and_creates_nothing(aio: httpx.Cli
         aio.post(AIO_CREATE, json=aio_body(), timeout=0.3)
     assert time.monotonic() - started < 2
     time.sleep(0.1)  # the sandbox notices the hang-up
-    assert counters(aio) == {"create_calls": 1, "accepted_creates": 0, "status_calls": 0}
+    assert counters(aio) == {
+        "create_calls": 1,
+        "accepted_creates": 0,
+        "status_calls": 0,
+        "balance_calls": 0,
+    }
 
 
 def test_hang_answers_normally_after_hang_s(runapi: httpx.Client) -> None:
@@ -386,7 +413,12 @@ def test_counters_count_creates_accepted_creates_and_status_calls(runapi: httpx.
     runapi.get(f"/api/v1/hailuo/{task_id}")
     runapi.get(f"{RUNAPI_CREATE}/missing")
     stats = runapi.get("/_sandbox/stats").json()
-    assert stats["counters"] == {"create_calls": 2, "accepted_creates": 1, "status_calls": 3}
+    assert stats["counters"] == {
+        "create_calls": 2,
+        "accepted_creates": 1,
+        "status_calls": 3,
+        "balance_calls": 0,
+    }
     assert (stats["reseller"], stats["tasks"]) == ("runapi", 1)
 
 
@@ -409,7 +441,12 @@ def test_reset_restores_knobs_and_forgets_tasks_and_counters(aio: httpx.Client) 
     stats = aio.post("/_sandbox/reset").json()
     assert stats["knobs"]["create_fault"] == "none"
     assert stats["knobs"]["latency_ms"] == 0
-    assert stats["counters"] == {"create_calls": 0, "accepted_creates": 0, "status_calls": 0}
+    assert stats["counters"] == {
+        "create_calls": 0,
+        "accepted_creates": 0,
+        "status_calls": 0,
+        "balance_calls": 0,
+    }
     assert aio.get(f"/api/v1/tasks/{task_id}").status_code == 404
 
 

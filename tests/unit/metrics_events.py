@@ -14,6 +14,7 @@ from pathlib import Path
 from gateway.metrics import Metrics
 
 PROVIDERS = ["runapi", "apiinone"]
+CLIENTS = ["demo"]
 
 
 def record(metrics: Metrics, circuit: str = "open") -> None:
@@ -26,9 +27,14 @@ def record(metrics: Metrics, circuit: str = "open") -> None:
     metrics.upstream_call("apiinone", "create", "accepted", 0.7)
     metrics.upstream_call("apiinone", "status", "ok", 0.05)
     metrics.failover("runapi", "apiinone", "upstream_unavailable")
-    metrics.ambiguous_submit("runapi")
-    metrics.task_created("apiinone", "standard", "768P", 0.30)
+    metrics.ambiguous_submit("runapi", 0.30)
+    metrics.task_created("apiinone", "standard", "768P")
     metrics.task_finished("apiinone", "completed", 95.0)
+    metrics.spent("apiinone", "demo", 0.30)
+    metrics.routing_saving("apiinone", 0.02)
+    metrics.budget_refusal("demo")
+    metrics.provider_balance("runapi", 41.5)
+    metrics.budget("demo", "day", 0.30, 10.0)
     metrics.circuit_state("runapi", circuit)
     metrics.redis_error("polling")
     metrics.webhook_delivery("delivered")
@@ -36,7 +42,7 @@ def record(metrics: Metrics, circuit: str = "open") -> None:
 
 def main(argv: list[str]) -> None:
     directory, circuit = argv
-    metrics = Metrics(PROVIDERS, multiprocess_dir=Path(directory))
+    metrics = Metrics(PROVIDERS, clients=CLIENTS, multiprocess_dir=Path(directory))
     record(metrics, circuit)
     sys.stdout.write(metrics.exposition().decode())
 

@@ -31,6 +31,10 @@ def test_shipped_config_loads_with_the_documented_defaults() -> None:
     assert settings.status.poll_interval_s == 2
     assert settings.providers["runapi"].price("standard", "10s_768P") == 0.50
     assert settings.providers["apiinone"].price("pro", "6s_1080P") == 0.85
+    assert settings.auth.keys[0].budget_usd is not None
+    assert settings.auth.keys[0].budget_usd.day == 50
+    assert settings.providers["runapi"].balance is not None
+    assert settings.providers["apiinone"].balance is None
 
 
 def test_env_overrides_a_nested_value_and_keeps_the_rest_of_the_file() -> None:
@@ -146,3 +150,37 @@ def test_disabled_provider_needs_no_key() -> None:
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "nope.yaml", {})
+
+
+def test_client_budgets_and_provider_balance_are_read_from_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "auth:\n  keys:\n    - {name: a, key_env: A, budget_usd: {day: 50, month: 1000}}\n"
+        "    - {name: b, key_env: B}\n"
+        "providers:\n  r:\n    kind: runapi\n    base_url: http://x\n    api_key_env: K\n"
+        "    balance: {refresh_s: 30, min_usd: 5}\n",
+    )
+    settings = load_settings(path, {})
+    budgets = [k.budget_usd for k in settings.auth.keys]
+    assert budgets[0] is not None
+    assert (budgets[0].day, budgets[0].month) == (50, 1000)
+    assert budgets[1] is None
+    balance = settings.providers["r"].balance
+    assert balance is not None
+    assert (balance.refresh_s, balance.min_usd) == (30, 5)
+
+
+def test_balance_is_refused_for_a_kind_without_a_balance_api(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "providers:\n  r:\n    kind: apiinone\n    base_url: http://x\n    api_key_env: K\n"
+        "    balance: {refresh_s: 30}\n",
+    )
+    with pytest.raises(ConfigError, match=r"providers\.r.*balance"):
+        load_settings(path, {})
+
+
+def test_a_budget_must_be_positive(tmp_path: Path) -> None:
+    path = write(tmp_path, "auth:\n  keys:\n    - {name: a, key_env: A, budget_usd: {day: 0}}\n")
+    with pytest.raises(ConfigError, match=r"auth\.keys\.0\.budget_usd\.day"):
+        load_settings(path, {})

@@ -23,8 +23,10 @@ def dashboard() -> dict[str, Any]:
 
 def exported() -> dict[str, set[str]]:
     """Every sample name the gateway exports → the labels it carries."""
-    metrics = Metrics(["runapi", "apiinone"])
+    metrics = Metrics(["runapi", "apiinone"], clients=["demo"])
     metrics.http_request("unmatched", "GET", 404, 0.01)  # HTTP series start with a request
+    metrics.budget("demo", "day", 1.0, 10.0)  # budget and balance series start once known
+    metrics.provider_balance("runapi", 100.0)
     names: dict[str, set[str]] = {}
     for family in metrics.registry.collect():
         labels = {label for s in family.samples for label in s.labels} - {"le"}
@@ -76,6 +78,12 @@ def test_dashboard_has_the_panels_operators_look_for() -> None:
         "gateway_circuit_state",
         "gateway_tasks_finished_total",
         "gateway_task_time_to_finish_seconds_bucket",
+        "gateway_client_spend_usd_total",
+        "gateway_spend_at_risk_usd_total",
+        "gateway_client_budget_used_usd",
+        "gateway_provider_balance_usd",
+        "gateway_price_routing_saving_usd_total",
+        "gateway_budget_refusals_total",
     ):
         assert needle in text
     quantiles = {

@@ -29,6 +29,13 @@ def test_every_metric_follows_the_naming_conventions() -> None:
         "gateway_ambiguous_submits": "counter",
         "gateway_tasks_created": "counter",
         "gateway_spend_usd": "counter",
+        "gateway_spend_at_risk_usd": "counter",
+        "gateway_price_routing_saving_usd": "counter",
+        "gateway_client_spend_usd": "counter",
+        "gateway_budget_refusals": "counter",
+        "gateway_provider_balance_usd": "gauge",
+        "gateway_client_budget_usd": "gauge",
+        "gateway_client_budget_used_usd": "gauge",
         "gateway_tasks_finished": "counter",
         "gateway_task_time_to_finish_seconds": "histogram",
         "gateway_circuit_state": "gauge",
@@ -101,24 +108,59 @@ def test_failover_reasons_are_the_outcomes_that_may_move_on() -> None:
 
 def test_each_instance_has_a_registry_of_its_own() -> None:
     first, second = Metrics(PROVIDERS), Metrics(PROVIDERS)
-    first.ambiguous_submit("runapi")
+    first.ambiguous_submit("runapi", 0.30)
     assert scrape(first).value("gateway_ambiguous_submits_total", provider="runapi") == 1
     assert scrape(second).value("gateway_ambiguous_submits_total", provider="runapi") == 0
 
 
-def test_a_created_task_counts_once_and_adds_its_price_to_the_spend() -> None:
+def test_a_created_task_counts_once_and_spends_nothing_until_it_completes() -> None:
     m = Metrics(PROVIDERS)
-    m.task_created("runapi", "standard", "768P", 0.30)
-    m.task_created("runapi", "pro", "1080P", 0.80)
-    m.task_created("apiinone", "standard", "768P", 0.32)
+    m.task_created("runapi", "standard", "768P")
+    m.task_created("runapi", "pro", "1080P")
+    m.task_created("apiinone", "standard", "768P")
     s = scrape(m)
     assert s.nonzero("gateway_tasks_created_total", "provider", "tier", "resolution") == {
         ("runapi", "standard", "768P"): 1,
         ("runapi", "pro", "1080P"): 1,
         ("apiinone", "standard", "768P"): 1,
     }
+    assert s.nonzero("gateway_spend_usd_total", "provider") == {}
+
+
+def test_a_completed_task_adds_its_price_to_the_provider_and_client_spend() -> None:
+    m = Metrics(PROVIDERS, clients=["demo", "ops"])
+    m.spent("runapi", "demo", 0.30)
+    m.spent("runapi", "demo", 0.80)
+    m.spent("apiinone", "ops", 0.32)
+    m.spent("apiinone", "stranger", 0.45)  # not a configured client: "other", never its name
+    s = scrape(m)
     assert s.value("gateway_spend_usd_total", provider="runapi") == pytest.approx(1.10)
-    assert s.value("gateway_spend_usd_total", provider="apiinone") == pytest.approx(0.32)
+    assert s.value("gateway_spend_usd_total", provider="apiinone") == pytest.approx(0.77)
+    assert s.value("gateway_client_spend_usd_total", client="demo") == pytest.approx(1.10)
+    assert s.value("gateway_client_spend_usd_total", client="ops") == pytest.approx(0.32)
+    assert s.value("gateway_client_spend_usd_total", client="other") == pytest.approx(0.45)
+
+
+def test_an_ambiguous_submit_puts_its_price_at_risk() -> None:
+    m = Metrics(PROVIDERS)
+    m.ambiguous_submit("runapi", 0.45)
+    s = scrape(m)
+    assert s.value("gateway_ambiguous_submits_total", provider="runapi") == 1
+    assert s.value("gateway_spend_at_risk_usd_total", provider="runapi") == pytest.approx(0.45)
+    assert s.value("gateway_spend_usd_total", provider="runapi") == 0
+
+
+def test_money_series_by_client_start_at_zero_and_balances_only_once_known() -> None:
+    m = Metrics(PROVIDERS, clients=["demo"])
+    s = scrape(m)
+    assert s.value("gateway_client_spend_usd_total", client="demo") == 0
+    assert s.value("gateway_budget_refusals_total", client="demo") == 0
+    assert not [x for x in s if x.name == "gateway_provider_balance_usd"]
+    m.provider_balance("runapi", 12.5)
+    m.budget_refusal("demo")
+    s = scrape(m)
+    assert s.value("gateway_provider_balance_usd", provider="runapi") == 12.5
+    assert s.value("gateway_budget_refusals_total", client="demo") == 1
 
 
 def test_a_finished_task_counts_by_status_and_observes_its_time_to_finish() -> None:
@@ -224,7 +266,7 @@ def test_label_values_outside_the_known_sets_become_other() -> None:
     m = Metrics(PROVIDERS)
     m.upstream_call("evil-provider", "create", "made-up outcome", 0.1)
     m.failover("runapi", "apiinone", "because")
-    m.task_created("runapi", "platinum", "4K", 1.0)
+    m.task_created("runapi", "platinum", "4K")
     m.task_finished("runapi", "in_progress", 1.0)
     s = scrape(m)
     assert s.value(

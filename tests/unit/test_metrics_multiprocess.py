@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import Metrics, MultiprocessModeOff
 from tests.scrape import Scrape
-from tests.unit.metrics_events import PROVIDERS, record
+from tests.unit.metrics_events import CLIENTS, PROVIDERS, record
 
 ROOT = Path(__file__).resolve().parents[2]
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -58,7 +58,7 @@ def families(text: str) -> dict[str, tuple[str, str]]:
 def test_multiprocess_exposition_has_the_same_metrics_series_and_values_as_one_process(
     tmp_path: Path,
 ) -> None:
-    single = Metrics(PROVIDERS)
+    single = Metrics(PROVIDERS, clients=CLIENTS)
     record(single)
     expected = single.exposition().decode()
     merged = in_child_process(tmp_path, "open")

@@ -50,6 +50,8 @@ def test_every_adapter_class_offers_what_its_kind_declares() -> None:
         assert (cls.kind, cls.models, cls.text_to_video, cls.data_uri_images) == (
             declared.kind, declared.models, declared.text_to_video, declared.data_uri_images,
         )  # fmt: skip
+        # A kind declares a balance API exactly when its adapter can read the balance.
+        assert callable(getattr(cls, "balance", None)) == declared.balance_api, kind
 
 
 def test_reading_the_config_does_not_import_the_adapters_http_stack() -> None:

@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import respx
 
-from providers.base import Duration, Provider, ProviderSettings, Resolution, TaskStatus, Tier
+from providers.base import (
+    BalanceReader,
+    Duration,
+    Provider,
+    ProviderSettings,
+    Resolution,
+    TaskStatus,
+    Tier,
+)
 from providers.errors import (
     AccountError,
     ContentRejected,
@@ -377,3 +385,32 @@ def test_parse_error_reads_every_documented_shape_and_tolerates_others(
     body: object, message: str | None, code: str | None
 ) -> None:
     assert parse_error(body) == (message, code)
+
+
+async def test_balance_reads_balance_cents_with_the_accounts_key(
+    provider: RunAPIProvider, mock: respx.MockRouter
+) -> None:
+    route = mock.get("/api/v1/me/balance")
+    answer(route, 200, {"balance_cents": 1234, "paid_balance_cents": 1000,
+                        "bonus_balance_cents": 234, "spent_cents_today": 60,
+                        "spent_cents_total": 9000})  # fmt: skip
+    assert (await provider.balance()).balance_cents == 1234
+    assert route.calls.last.request.headers["Authorization"] == f"Bearer {KEY}"
+    assert isinstance(provider, BalanceReader)
+
+
+@pytest.mark.parametrize("body", [{}, {"balance_cents": "12"}, {"balance_cents": True}, []])
+async def test_balance_answer_without_integer_cents_is_an_upstream_error(
+    provider: RunAPIProvider, mock: respx.MockRouter, body: object
+) -> None:
+    answer(mock.get("/api/v1/me/balance"), 200, body)
+    with pytest.raises(ProviderError):
+        await provider.balance()
+
+
+async def test_balance_refused_maps_like_any_answer(
+    provider: RunAPIProvider, mock: respx.MockRouter
+) -> None:
+    answer(mock.get("/api/v1/me/balance"), 401, {"error": "Invalid API key"})
+    with pytest.raises(AccountError):
+        await provider.balance()
