@@ -1,5 +1,5 @@
 # The gateway, for a container platform. Secrets come from the environment at run time
-# (RUNAPI_API_KEY, APIINONE_API_KEY, FAL_KEY, GATEWAY_KEY_*); none is baked in.
+# (RUNAPI_API_KEY, APIINONE_API_KEY, MINIMAX_API_KEY, FAL_KEY, GATEWAY_KEY_*); none is baked in.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -47,6 +47,7 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.videos
 
 dashboard: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements/docs.lock

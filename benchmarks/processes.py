@@ -143,7 +143,7 @@ def start_sandbox(stack: ProcessStack, workdir: Path) -> tuple[Child, SandboxUrl
     """
     argv = [
         sys.executable, "-m", "providers.sandbox",
-        "--runapi-port=0", "--apiinone-port=0", "--fal-port=0",
+        "--runapi-port=0", "--apiinone-port=0", "--minimax-port=0", "--fal-port=0",
         f"--runapi-key={RUNAPI_KEY}", f"--apiinone-key={APIINONE_KEY}",
         "--queue-s=0", "--complete-after-s=0", "--log-level=warning",
     ]  # fmt: skip

@@ -1,18 +1,19 @@
 """Draw ``dashboards/gateway.png``: the Grafana dashboard, rendered without Grafana.
 
-No Grafana or Prometheus runs offline, so this does their part: it records a scripted run of
-the real gateway (``dashboards/workload.py``: the sandbox and ``gateway serve`` as processes,
-``/metrics`` scraped every few seconds), evaluates every panel's own PromQL from
-``gateway.json`` over those scrapes (``dashboards/promql.py``), and draws each panel where its
-``gridPos`` puts it, in Grafana's dark theme. Series that stay at 0 for the whole run (every
+No Grafana runs offline, so this does its part: a real Prometheus (``dashboards/prometheus.py``,
+the ``prometheus`` binary on ``PATH``, on loopback with a throwaway config and data directory)
+scrapes a scripted run of the real gateway (``dashboards/workload.py``: the sandbox and
+``gateway serve`` as processes); then every panel's own PromQL from ``gateway.json`` goes to
+Prometheus's HTTP API over the run, and each panel is drawn where its ``gridPos`` puts it, in
+Grafana's dark theme. Series that stay at 0 for the whole run (every
 known label value starts at 0) are left out of the picture, where Grafana would draw them flat
 on the axis.
 
     python -m dashboards.render                       # about 4 minutes of traffic
     python -m dashboards.render --seconds 90          # quicker, sparser
-    python -m dashboards.render --scrapes run.json    # keep the scrapes (reused if present)
 
-Needs the ``docs`` extra: ``pip install -e '.[docs]'`` (matplotlib).
+Needs the ``docs`` lock (``make dashboard`` installs it: matplotlib) and a ``prometheus``
+binary (Debian: ``apt-get install prometheus``).
 """
 
 from __future__ import annotations
@@ -35,13 +36,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
-from prometheus_client.parser import text_string_to_metric_families
 
 if not __package__:  # run as a file (python dashboards/render.py): make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dashboards.promql import Scrape, Vector, evaluate, parse, substitute
-from dashboards.workload import Recorded, record
+from dashboards.prometheus import Prometheus, PrometheusMissing, running, substitute
+from dashboards.workload import Recorded, free_port, record
 
 HERE = Path(__file__).resolve().parent
 BG, PANEL, BORDER, TEXT, MUTED, GRID = (
@@ -71,44 +71,32 @@ COL_IN, ROW_IN = 0.92, 0.36
 """Inches per grid column and per grid row unit."""
 
 
-def load_scrapes(recorded: Recorded) -> list[Scrape]:
-    scrapes = []
-    for t, text in recorded.scrapes:
-        samples = {
-            (s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-        scrapes.append(Scrape(t, samples))
-    return scrapes
-
-
-def legend(template: str, labels: frozenset[tuple[str, str]]) -> str:
-    values = dict(labels)
-    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), ""), template)
+def legend(template: str, labels: dict[str, str]) -> str:
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template)
 
 
 def series(
-    panel: dict[str, Any], scrapes: Sequence[Scrape], scrape_s: float
+    panel: dict[str, Any], prometheus: Prometheus, run: Recorded, scrape_s: float
 ) -> tuple[list[float], dict[str, list[float]]]:
-    """Each legend's values at the panel's steps (its min interval, else the scrape interval)."""
+    """Each legend's values at the panel's steps (its min interval, else the scrape interval),
+    as Prometheus answers the panel's queries over the run."""
     step = _seconds(panel.get("interval", f"{scrape_s:g}s"))
-    start, end = scrapes[0].t, scrapes[-1].t
     variables = {
         "__rate_interval": f"{round(4 * scrape_s)}s",
         "__interval": f"{round(step)}s",
-        "__range": f"{math.ceil(end - start)}s",
+        "__range": f"{math.ceil(run.end - run.start)}s",
         "provider": ".*",
     }
-    times = [start + step * k for k in range(1, int((end - start) // step) + 1)]
+    times = [run.start + step * k for k in range(1, int((run.end - run.start) // step) + 1)]
     lines: dict[str, list[float]] = {}
     for target in panel["targets"]:
-        expr = parse(substitute(target["expr"], variables))
-        per_time: list[Vector] = [evaluate(expr, scrapes, t) for t in times]
-        names = {labels for vector in per_time for labels in vector}
-        for labels in sorted(names, key=lambda ls: legend(target["legendFormat"], ls)):
-            name = legend(target["legendFormat"], labels)
-            lines[name] = [v.get(labels, math.nan) for v in per_time]
+        expr = substitute(target["expr"], variables)
+        found = prometheus.query_range(expr, times[0], times[-1], step) if times else []
+        for labels, values in sorted(found, key=lambda s: legend(target["legendFormat"], s[0])):
+            at = {round((t - times[0]) / step): v for t, v in values.items()}
+            lines[legend(target["legendFormat"], labels)] = [
+                at.get(k, math.nan) for k in range(len(times))
+            ]
     return times, lines
 
 
@@ -289,12 +277,14 @@ def _legend_rows(panel: dict[str, Any], lines: dict[str, list[float]]) -> int:
     return max(1, math.ceil(shown / 4))
 
 
-def draw(board: dict[str, Any], scrapes: Sequence[Scrape], scrape_s: float, out: Path) -> None:
+def draw(
+    board: dict[str, Any], prometheus: Prometheus, run: Recorded, scrape_s: float, out: Path
+) -> None:
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in board["panels"])
     header = 1.6
     width, height = 24 * COL_IN, rows * ROW_IN + header
     fig: Figure = plt.figure(figsize=(width, height), facecolor=BG)
-    start, end = scrapes[0].t, scrapes[-1].t
+    start, end = run.start, run.end
     when = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(start))} to " + time.strftime(
         "%H:%M:%S", time.localtime(end)
     )
@@ -303,7 +293,7 @@ def draw(board: dict[str, Any], scrapes: Sequence[Scrape], scrape_s: float, out:
         0.01,
         1 - 1.0 / height,
         f"Data source: Prometheus    Provider: All    {when}    "
-        f"(a scripted run of the gateway, scraped every {scrape_s:g} s)",
+        f"(a scripted run of the gateway, scraped by Prometheus every {scrape_s:g} s)",
         color=MUTED,
         fontsize=10,
     )
@@ -343,7 +333,7 @@ def draw(board: dict[str, Any], scrapes: Sequence[Scrape], scrape_s: float, out:
             fontsize=10.5,
             fontweight="bold",
         )
-        times, lines = series(panel, scrapes, scrape_s)
+        times, lines = series(panel, prometheus, run, scrape_s)
         inner_left = left + (0.9 if panel["type"] != "stat" else 0.2) / width
         legend_room = 0.2 if panel["type"] == "stat" else 0.5 + 0.2 * _legend_rows(panel, lines)
         ax = fig.add_axes(
@@ -372,20 +362,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=240, help="length of the run")
     parser.add_argument("--scrape-s", type=float, default=3.0, help="scrape interval")
-    parser.add_argument("--scrapes", type=Path, help="JSON file of scrapes: reused if present")
     parser.add_argument("--out", type=Path, default=HERE / "gateway.png")
     args = parser.parse_args(argv)
-    if args.scrapes and args.scrapes.exists():
-        saved = json.loads(args.scrapes.read_text())
-        recorded = Recorded([tuple(s) for s in saved["scrapes"]], saved["scrape_s"])
-    else:
-        recorded = record(seconds=args.seconds, scrape_s=args.scrape_s)
-        if args.scrapes:
-            args.scrapes.write_text(
-                json.dumps({"scrape_s": recorded.scrape_s, "scrapes": recorded.scrapes})
-            )
     board = json.loads((HERE / "gateway.json").read_text())
-    draw(board, load_scrapes(recorded), recorded.scrape_s, args.out)
+    gateway_port = free_port()
+    try:
+        with running(f"127.0.0.1:{gateway_port}", args.scrape_s, free_port()) as prometheus:
+            run = record(gateway_port, seconds=args.seconds, linger_s=2 * args.scrape_s)
+            draw(board, prometheus, run, args.scrape_s, args.out)
+    except PrometheusMissing as exc:
+        print(f"render: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}")
     return 0
 

@@ -1,9 +1,9 @@
-"""A scripted run of the real gateway, scraped like Prometheus would scrape it.
+"""A scripted run of the real gateway, for a Prometheus to scrape.
 
 Starts ``python -m providers.sandbox`` and ``python -m gateway serve`` (with its embedded
-Redis) on loopback ports, sends a mixed workload through phases that exercise what the
-dashboard shows (a reseller answering 503, a rate limit, a reseller that hangs, slower renders),
-and records ``GET /metrics`` every ``scrape_s`` seconds.
+Redis) on loopback ports, the gateway on the port it is given (where Prometheus scrapes it),
+and sends a mixed workload through phases that exercise what the dashboard shows (a reseller
+answering 503, a rate limit, a reseller that hangs, slower renders).
 """
 
 from __future__ import annotations
@@ -87,13 +87,13 @@ PHASES = (
 
 @dataclass(frozen=True)
 class Recorded:
-    """What a run leaves: each scrape's time and text."""
+    """When the run's traffic started and ended (Unix time)."""
 
-    scrapes: list[tuple[float, str]]
-    scrape_s: float
+    start: float
+    end: float
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -131,7 +131,7 @@ def _gateway_config(port: int, runapi: str, apiinone: str, data_dir: Path) -> di
 
 
 @contextlib.contextmanager
-def _processes(workdir: Path) -> Iterator[tuple[str, str, str]]:
+def _processes(workdir: Path, port: int) -> Iterator[tuple[str, str, str]]:
     """The sandbox and the gateway, running; yields (gateway, runapi, apiinone) URLs."""
     sandbox = subprocess.Popen(  # noqa: S603 - this interpreter, our module
         [
@@ -140,6 +140,7 @@ def _processes(workdir: Path) -> Iterator[tuple[str, str, str]]:
             "providers.sandbox",
             "--runapi-port=0",
             "--apiinone-port=0",
+            "--minimax-port=0",
             "--fal-port=0",
             f"--runapi-key={RUNAPI_KEY}",
             f"--apiinone-key={APIINONE_KEY}",
@@ -157,7 +158,6 @@ def _processes(workdir: Path) -> Iterator[tuple[str, str, str]]:
         if urls is None:
             raise RuntimeError(f"the sandbox did not start: {line!r}")
         runapi_url, apiinone_url = urls
-        port = _free_port()
         config = workdir / "gateway.yaml"
         config.write_text(
             yaml.safe_dump(_gateway_config(port, runapi_url, apiinone_url, workdir / "data"))
@@ -253,10 +253,9 @@ class Traffic:
 
 
 async def _drive(
-    url: str, sandboxes: dict[str, str], seconds: float, scrape_s: float, rate: float, seed: int
+    url: str, sandboxes: dict[str, str], seconds: float, rate: float, seed: int
 ) -> Recorded:
     rng = random.Random(seed)  # noqa: S311 - a workload, not security
-    scrapes: list[tuple[float, str]] = []
     headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
     async with (
         httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client,
@@ -264,7 +263,7 @@ async def _drive(
     ):
         traffic = Traffic(client, rng)
         start = time.time()
-        next_scrape = next_poll = start
+        next_poll = start
         phases = list(PHASES)
         while (now := time.time()) < start + seconds:
             while phases and now >= start + phases[0].at * seconds:
@@ -273,31 +272,30 @@ async def _drive(
                 for name, knobs in (("runapi", phase.runapi), ("apiinone", phase.apiinone)):
                     if knobs:
                         await control.put(f"{sandboxes[name]}/_sandbox/knobs", json=knobs)
-            if now >= next_scrape:
-                scrapes.append((now, (await client.get("/metrics")).text))
-                next_scrape += scrape_s
             if now >= next_poll:
                 traffic.poll()
                 next_poll += 2.0
             traffic.spawn()
             await asyncio.sleep(rng.expovariate(rate))
         await traffic.drain()
-        scrapes.append((time.time(), (await client.get("/metrics")).text))
-    return Recorded(scrapes, scrape_s)
+    return Recorded(start, time.time())
 
 
 def record(
-    seconds: float = 240, scrape_s: float = 3.0, rate: float = 2.0, seed: int = 7
+    port: int, seconds: float = 240, rate: float = 2.0, seed: int = 7, linger_s: float = 0.0
 ) -> Recorded:
-    """Run the scripted workload against real processes and return the scrapes."""
+    """Run the scripted workload against real processes, the gateway on ``port``; keep them
+    up ``linger_s`` more seconds (for a last scrape)."""
     with (
         tempfile.TemporaryDirectory(prefix="gateway-render-") as tmp,
-        _processes(Path(tmp)) as (
+        _processes(Path(tmp), port) as (
             url,
             runapi,
             apiinone,
         ),
     ):
-        return asyncio.run(
-            _drive(url, {"runapi": runapi, "apiinone": apiinone}, seconds, scrape_s, rate, seed)
+        recorded = asyncio.run(
+            _drive(url, {"runapi": runapi, "apiinone": apiinone}, seconds, rate, seed)
         )
+        time.sleep(linger_s)
+        return recorded

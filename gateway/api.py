@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import BaseModel
 
 from gateway.auth import current_client, require_client
@@ -35,6 +36,8 @@ from gateway.service import VideoService
 from gateway.usage import usage
 
 JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+MAX_CHALLENGE = 1024
+"""The longest challenge echoed back (MiniMax's are short tokens)."""
 MAX_CONTAINERS = 64
 """Objects and arrays one create body may hold. A valid body has a handful (``metadata``,
 ``routing``); the cap also bounds nesting depth, which the JSON decoder does not."""
@@ -195,12 +198,24 @@ class UsageController(Controller):
         return await usage(budgets, current_client(request), period)
 
 
+class Challenge(BaseModel):
+    """MiniMax's handshake: its first POST to a callback URL, echoed back as it came."""
+
+    challenge: str
+
+
 @post(
-    "/v1/callbacks/{provider:str}/{token:str}",
-    status_code=HTTP_204_NO_CONTENT,
+    ["/callbacks/{provider:str}/{token:str}", "/v1/callbacks/{provider:str}/{token:str}"],
+    status_code=HTTP_200_OK,  # a challenge's echo; every other callback answers 204
     tags=["callbacks"],
     summary="Upstream task callbacks (a hint: the status is re-read from the upstream)",
+    description=(
+        "Where resellers report progress: /callbacks/{provider}/{token}; the older "
+        '/v1/callbacks/… path answers the same. A body {"challenge": "…"} is '
+        "echoed back (MiniMax's handshake); any other body is never read."
+    ),
     responses={
+        200: _ok(Challenge, "A challenge, echoed back"),
         204: ResponseSpec(data_container=None, description="Noted: the task's status is re-read"),
         **MALFORMED,
         404: _problem("not_found: no task has this callback token for this provider"),
@@ -208,11 +223,31 @@ class UsageController(Controller):
     },
 )
 async def upstream_callback(
-    provider: FromPath[str], token: FromPath[str], service: NamedDependency[VideoService]
-) -> None:
-    # No bearer key: resellers cannot send ours. The unguessable per-task token is the check,
-    # and the body is never read, so a forged callback can at most trigger one status read.
-    await service.callback(provider, token)
+    request: Request[Any, Any, Any],
+    provider: FromPath[str],
+    token: FromPath[str],
+    service: NamedDependency[VideoService],
+) -> Response[Any]:
+    # No bearer key: resellers cannot send ours. The unguessable per-task token is the check.
+    # The body is read only for a challenge, which is echoed; a status body is never trusted,
+    # so a forged callback can at most trigger one status read.
+    challenge = read_challenge(await request.body())
+    await service.callback(provider, token, hint=challenge is None)
+    if challenge is not None:
+        return Response(Challenge(challenge=challenge), status_code=200)
+    return Response(None, status_code=HTTP_204_NO_CONTENT)
+
+
+def read_challenge(body: bytes) -> str | None:
+    """The ``challenge`` of a handshake body ``{"challenge": "…"}``, else None."""
+    if not body.lstrip().startswith(b"{") or b"challenge" not in body:
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return None
+    value = parsed.get("challenge") if isinstance(parsed, dict) else None
+    return value if isinstance(value, str) and len(value) <= MAX_CHALLENGE else None
 
 
 @get("/metrics", include_in_schema=False, media_type=METRICS_CONTENT_TYPE)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -32,19 +33,27 @@ from gateway.balance import Balances, Watched
 from gateway.budgets import Budgets, BudgetTable
 from gateway.catalogue import ProviderCatalogue
 from gateway.config import BudgetSettings, Secrets, Settings
+from gateway.content import VideoContent, VideoContentController
+from gateway.drain import Drain
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
+from gateway.live import LiveSettings, Reloader
 from gateway.metrics import Metrics
+from gateway.netguard import AddressPolicy
 from gateway.openapi import PATH as OPENAPI_PATH
 from gateway.openapi import describe_deployment, openapi_config
 from gateway.poller import Poller, Refresher
 from gateway.ratelimit import RateLimiter
+from gateway.retention import Retention
 from gateway.router import Route, Router
 from gateway.service import ServiceOptions, VideoService
 from gateway.shortcut import FinalTaskShortcut
+from gateway.storage import VideoStore, open_video_store
 from gateway.store import IdempotencyStore, RedisClient, TaskStore, connect
+from gateway.video_copy import CopyQueue, VideoCopier
+from gateway.video_source import VideoSource
 from gateway.webhooks import WebhookSender
 from providers.base import BalanceReader, ProviderSettings
 from providers.registry import build_provider
@@ -62,8 +71,10 @@ class Resources:
     catalogue: ProviderCatalogue
     health: Health
     authorizer: Authorizer
+    live: LiveSettings
     routes: list[Route]
-    loops: list[Poller | WebhookSender | Balances]
+    loops: list[Poller | WebhookSender | Balances | VideoCopier | Retention]
+    content: VideoContent
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -85,20 +96,28 @@ def build_resources(
     webhook_transport: httpx.AsyncBaseTransport | None = None,
     *,
     metrics: Metrics,
+    video_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Resources:
     routes = build_routes(settings, secrets, transports)
     names = [r.name for r in routes]
+    live = LiveSettings(settings)
     store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
     balances = Balances(redis, watched_balances(routes), metrics=metrics)
-    budgets = Budgets(redis, budget_table(settings), metrics=metrics)
-    router = Router(routes, settings.routing, health, metrics=metrics, balances=balances)
+    budgets = Budgets(redis, budget_table(live), metrics=metrics)
+    router = Router(routes, live, health, metrics=metrics, balances=balances)
     create_timeout_s = _longest_create_s(settings)
     webhook_secret = secrets.webhook_secret.get_secret_value() if secrets.webhook_secret else None
+    videos = (
+        open_video_store(settings.storage, settings.redis.data_dir, secrets)
+        if settings.storage.enabled else None
+    )  # fmt: skip
+    wake_copier = asyncio.Event()
     refresher = Refresher(
         store, router, health, settings.status,
         webhooks_enabled=webhook_secret is not None, public_url=settings.server.public_url,
         metrics=metrics, budgets=budgets,
+        copies=CopyQueue(store, wake_copier) if videos is not None else None,
     )  # fmt: skip
     idempotent = IdempotentCreates(
         IdempotencyStore(redis, ttl_s=settings.idempotency.ttl_s, metrics=metrics),
@@ -114,7 +133,12 @@ def build_resources(
         create_timeout_s=create_timeout_s,
         first_poll_s=settings.status.poll_interval_s,
     )
-    loops: list[Poller | WebhookSender | Balances] = [balances] if balances.watched else []
+    loops: list[Poller | WebhookSender | Balances | VideoCopier | Retention] = (
+        [balances] if balances.watched else []
+    )
+    if videos is not None:
+        loops += _video_loops(settings, store, videos, refresher, wake_copier, video_transport,
+                              metrics)  # fmt: skip
     if settings.status.background_polling:
         slowest_status = max((r.config.timeout_s for r in routes), default=30.0)
         lease_s = slowest_status + 10
@@ -133,24 +157,44 @@ def build_resources(
         ),
         budgets=budgets,
         readiness=Readiness(store.ping, health, names, metrics=metrics),
-        catalogue=ProviderCatalogue(settings, health, balances),
+        catalogue=ProviderCatalogue(live, health, balances),
         health=health,
         authorizer=Authorizer(
-            ClientKeys(secrets.client_keys),
-            RateLimiter(
-                redis, {k.name: k.rate_per_minute for k in settings.auth.keys}, metrics=metrics
-            ),
+            ClientKeys(secrets.client_keys), RateLimiter(redis, live.rate_limits, metrics=metrics)
         ),
+        live=live,
         routes=routes,
         loops=loops,
+        content=VideoContent(store, videos, redirect=settings.storage.redirect, metrics=metrics),
     )
 
 
-def budget_table(settings: Settings) -> BudgetTable:
-    """Clients' budgets, read from ``settings`` when asked (not copied at start-up)."""
+def _video_loops(
+    settings: Settings,
+    store: TaskStore,
+    videos: VideoStore,
+    refresher: Refresher,
+    wake: asyncio.Event,
+    transport: httpx.AsyncBaseTransport | None,
+    metrics: Metrics,
+) -> list[VideoCopier | Retention]:
+    """The copier of finished videos and the retention sweeper (``storage.enabled``)."""
+    retention = Retention(store, videos, metrics=metrics)
+    policy = AddressPolicy(allow_private=settings.storage.allow_private_sources)
+    copier = VideoCopier(
+        store, videos, VideoSource(policy, settings.storage.max_bytes, transport), retention,
+        settings.storage, finalize=refresher.finalize, public_url=settings.server.public_url,
+        metrics=metrics, wake=wake,
+    )  # fmt: skip
+    logger.info("finished videos are copied to %s", videos.description)
+    return [copier, retention]
+
+
+def budget_table(live: LiveSettings) -> BudgetTable:
+    """Clients' budgets, read from the live settings when asked (a reload changes them)."""
 
     def table() -> dict[str, BudgetSettings | None]:
-        return {k.name: k.budget_usd for k in settings.auth.keys}
+        return {k.name: k.budget_usd for k in live.settings.auth.keys}
 
     return table
 
@@ -196,6 +240,22 @@ def build_routes(
     return routes
 
 
+def _reload_on_hangup(
+    live: LiveSettings, read: Callable[[], Settings] | None, metrics: Metrics
+) -> Callable[[], None]:
+    """Install the ``SIGHUP`` handler (when ``read`` is given); returns its removal."""
+    if read is None:
+        return lambda: None
+    reloader = Reloader(live, read, metrics=metrics)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove
+
+
 def _route_methods(app: Litestar) -> dict[str, set[str]]:
     """Route template → the methods whose duration series start at 0 (none for the OpenAPI
     pages, which are routes too but need no zeros)."""
@@ -213,9 +273,13 @@ def create_app(
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     webhook_transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
+    reload: Callable[[], Settings] | None = None,
+    video_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Litestar:
     """Build the app. ``transports`` lets tests put a provider behind an httpx transport;
-    ``metrics`` defaults to a new registry for the enabled providers."""
+    ``metrics`` defaults to a new registry for the enabled providers. ``reload`` reads the
+    settings again (the same file and overrides): given, ``SIGHUP`` applies what it reads
+    (``gateway.live``)."""
     if metrics is None:
         metrics = Metrics(
             [name for name, p in settings.providers.items() if p.enabled],
@@ -232,13 +296,20 @@ def create_app(
             url = embedded.start()
         redis = connect(url)
         resources = build_resources(
-            settings, secrets, redis, transports, webhook_transport, metrics=observed
-        )
+            settings, secrets, redis, transports, webhook_transport, metrics=observed,
+            video_transport=video_transport,
+        )  # fmt: skip
         app.state.resources = resources
         await resources.start()
+        hup = _reload_on_hangup(resources.live, reload, observed)
+        drain = Drain(settings.server.drain_s)
+        resources.readiness.draining = lambda: drain.draining
+        undrain = drain.install(asyncio.get_running_loop())
         try:
             yield
         finally:
+            undrain()
+            hup()
             await resources.stop()
             await redis.aclose()
             if embedded is not None:
@@ -260,6 +331,10 @@ def create_app(
         resources: Resources = state.resources
         return resources.health
 
+    def content(state: State) -> VideoContent:
+        resources: Resources = state.resources
+        return resources.content
+
     def budgets(state: State) -> Budgets:
         resources: Resources = state.resources
         return resources.budgets
@@ -267,6 +342,7 @@ def create_app(
     app = Litestar(
         route_handlers=[
             VideoController,
+            VideoContentController,
             ProviderController,
             UsageController,
             upstream_callback,
@@ -280,6 +356,7 @@ def create_app(
             "readiness": Provide(readiness, sync_to_thread=False),
             "catalogue": Provide(catalogue, sync_to_thread=False),
             "health": Provide(health, sync_to_thread=False),
+            "content": Provide(content, sync_to_thread=False),
             "budgets": Provide(budgets, sync_to_thread=False),
             "metrics": Provide(lambda: observed, sync_to_thread=False),
         },

@@ -1,7 +1,8 @@
-"""``gateway serve`` and ``gateway demo`` (also ``python -m gateway``).
+"""``gateway serve``, ``gateway reload`` and ``gateway demo`` (also ``python -m gateway``).
 
-argparse from the standard library is enough for two subcommands and a handful of flags.
-``serve --workers N`` (N > 1) hands over to :mod:`gateway.workers`.
+argparse from the standard library is enough for three subcommands and a handful of flags.
+``serve --workers N`` (N > 1) hands over to :mod:`gateway.workers`. ``reload`` checks the
+config file, then signals the running gateway (``gateway.pidfile``) to re-read it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gateway.config import ConfigError, load_settings, override_server, resolve_secrets
+from gateway import pidfile
+from gateway.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    override_server,
+    resolve_secrets,
+)
+from gateway.pidfile import pid_file
 
 
 def _config_path(arg: str | None, environ: Mapping[str, str]) -> Path:
@@ -33,17 +42,42 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log.level)
-    if settings.server.workers > 1:
-        from gateway.workers import run_workers
+    with pid_file(pidfile.path_for(settings)):
+        if settings.server.workers > 1:
+            from gateway.workers import run_workers
 
-        return run_workers(settings, config_path)
-    # Imported only now: the parent of several workers never builds the app (~30 MB).
-    import uvicorn
+            return run_workers(settings, config_path)
+        # Imported only now: the parent of several workers never builds the app (~30 MB).
+        import uvicorn
 
-    from gateway.app import create_app
-    from gateway.workers import server_options
+        from gateway.app import create_app
+        from gateway.workers import server_options
 
-    uvicorn.run(create_app(settings, secrets), **server_options(settings))
+        def reread() -> Settings:
+            return override_server(
+                load_settings(config_path, environ),
+                host=args.host, port=args.port, workers=args.workers,
+            )  # fmt: skip
+
+        uvicorn.run(create_app(settings, secrets, reload=reread), **server_options(settings))
+    return 0
+
+
+def reload(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Check the config file as the gateway will read it, then ask the gateway to re-read it.
+    A file that does not validate is reported here, and the gateway is not signalled."""
+    try:
+        settings = load_settings(_config_path(args.config, environ), environ)
+    except ConfigError as exc:
+        print(f"gateway: not reloaded: {exc}", file=sys.stderr)
+        return 2
+    path = Path(args.pid_file) if args.pid_file else pidfile.path_for(settings)
+    try:
+        pid = pidfile.send_reload(path)
+    except pidfile.NotRunning as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    print(f"gateway: asked process {pid} to reload its config (see its log)")
     return 0
 
 
@@ -73,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--workers", type=int, help="worker processes (default server.workers, 1)"
             )
+    cmd = sub.add_parser("reload", help="make the running gateway re-read its config file")
+    cmd.add_argument("--config", help="config file (default $GATEWAY_CONFIG or config.yaml)")
+    cmd.add_argument("--pid-file", help=f"default: redis.data_dir/{pidfile.NAME}")
     return parser
 
 
@@ -81,6 +118,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     if args.command == "serve":
         return serve(args, env)
+    if args.command == "reload":
+        return reload(args, env)
     return demo(args, env)
 
 

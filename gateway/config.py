@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -28,7 +29,7 @@ from pydantic_settings.sources import PydanticBaseSettingsSource
 
 from gateway import redis_urls
 from providers.base import Tier
-from providers.capabilities import KINDS
+from providers.capabilities import HAILUO, KINDS, Mode
 
 StrategyName = Literal["cheapest", "healthiest", "priority", "weighted"]
 PRICE_KEYS = ("6s_768P", "10s_768P", "6s_1080P")
@@ -53,6 +54,10 @@ class ServerSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     """Worker processes sharing the listening socket (``gateway.workers``). 1: the app runs in
     the ``gateway serve`` process itself."""
+    drain_s: float = Field(3.0, ge=0, le=300)
+    """On SIGTERM: seconds of ``/readyz`` answering 503 while every request is still served, so
+    a load balancer takes the instance out; then the listening socket closes and requests in
+    flight finish (``gateway.drain``)."""
 
 
 class RedisSettings(_Section):
@@ -140,6 +145,32 @@ class WebhookSettings(_Section):
     otherwise internal address (api.md §3 "Webhooks"); compared case-insensitively."""
 
 
+class StorageSettings(_Section):
+    """Where finished videos are kept (api.md §3 "Stored videos"; README "Stored videos")."""
+
+    enabled: bool = True
+    """False: ``video_url`` is the reseller's link and nothing is copied."""
+    url: str | None = Field(None, pattern=r"^(file|s3|s3a|gs|az|azure|abfs|abfss)://")
+    """None: files under ``<redis.data_dir>/videos``. ``file:///path``, ``s3://bucket/prefix``,
+    ``gs://bucket/prefix``, ``az://container/prefix``."""
+    endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    """An S3-compatible endpoint (SeaweedFS, MinIO, R2…)."""
+    region: str | None = None
+    access_key_id_env: EnvVarName | None = None
+    secret_access_key_env: EnvVarName | None = None
+    max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    copy_deadline_s: float = Field(600.0, gt=0)
+    retention_days: float = Field(7.0, gt=0)
+    redirect: bool = False
+    """``/content`` answers 302 to a short-lived signed URL where the store signs."""
+    allow_private_sources: bool = False
+    """True only for simulated resellers on loopback or private addresses."""
+    copy_concurrency: int = Field(4, ge=1, le=64)
+    """Copies one instance runs at once (each holds about two 5 MiB upload parts)."""
+    copy_lease_s: float = Field(30.0, ge=1.0)
+    """How long a copy stays claimed by an instance that stopped extending it (it died)."""
+
+
 class IdempotencySettings(_Section):
     ttl_s: int = Field(86400, ge=60)
     """How long an ``Idempotency-Key`` is remembered (default 24 h)."""
@@ -149,7 +180,25 @@ class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-PriceTable = dict[Tier, dict[str, float]]
+PriceCells = dict[str, float]
+"""``"<duration>s_<resolution>"`` → USD."""
+PriceTable = dict[str, dict[Tier, PriceCells]]
+"""model → tier → combination → USD: the form every price table is read into."""
+TIERS: tuple[Tier, ...] = ("standard", "pro")
+
+
+def _by_model(table: Any) -> Any:
+    """A tier-first table (``{standard: {...}, pro: {...}}``) prices ``hailuo-2.3``: read it as
+    ``{hailuo-2.3: {...}}``. A model-first table passes as it is; one that mixes tiers and
+    models is refused."""
+    if not isinstance(table, dict) or not table:
+        return table
+    tiers = [key for key in table if key in TIERS]
+    if not tiers:
+        return table
+    if len(tiers) != len(table):
+        raise ValueError("key the table by tier (it then prices hailuo-2.3) or by model, not both")
+    return {HAILUO: table}
 
 
 class BalanceSettings(_Section):
@@ -174,7 +223,8 @@ class ProviderConfig(_Section):
     """Default: what the kind serves."""
     text_to_video: bool | None = None
     """Default: what the kind serves."""
-    prices_usd: PriceTable = Field(default_factory=dict)
+    prices_usd: Annotated[PriceTable, BeforeValidator(_by_model)] = Field(default_factory=dict)
+    """Keyed by model first; a tier-first table in the file prices ``hailuo-2.3``."""
     balance: BalanceSettings | None = None
     """Only for kinds with a balance API (``runapi``); absent: the balance is not watched."""
 
@@ -188,12 +238,14 @@ class ProviderConfig(_Section):
     @field_validator("prices_usd")
     @classmethod
     def _valid_prices(cls, table: PriceTable) -> PriceTable:
-        for tier, prices in table.items():
-            for key, price in prices.items():
-                if key not in PRICE_KEYS:
-                    raise ValueError(f"{tier}.{key}: not a combination; use one of {PRICE_KEYS}")
-                if price <= 0:
-                    raise ValueError(f"{tier}.{key}: a price must be positive")
+        for model, tiers in table.items():
+            for tier, prices in tiers.items():
+                for key, price in prices.items():
+                    where = f"{model}.{tier}.{key}"
+                    if key not in PRICE_KEYS:
+                        raise ValueError(f"{where}: not a combination; use one of {PRICE_KEYS}")
+                    if price <= 0:
+                        raise ValueError(f"{where}: a price must be positive")
         return table
 
     @model_validator(mode="after")
@@ -204,13 +256,21 @@ class ProviderConfig(_Section):
         unknown = set(self.models or ()) - set(kind.models)
         if unknown:
             raise ValueError(f"models: kind {self.kind!r} does not serve {sorted(unknown)}")
+        unpriceable = set(self.prices_usd) - set(kind.models)
+        if unpriceable:
+            raise ValueError(
+                f"prices_usd: kind {self.kind!r} does not serve {sorted(unpriceable)} "
+                f"(it serves {list(kind.models)})"
+            )
         if self.balance is not None and not kind.balance_api:
             raise ValueError(f"balance: kind {self.kind!r} has no balance API")
         return self
 
     @property
     def served_models(self) -> tuple[str, ...]:
-        return tuple(self.models) if self.models is not None else KINDS[self.kind].models
+        """The models it may be sent: configured (default: the kind's) and priced."""
+        models = tuple(self.models) if self.models is not None else KINDS[self.kind].models
+        return tuple(m for m in models if self.prices_usd.get(m))
 
     @property
     def takes_data_uri_images(self) -> bool:
@@ -222,9 +282,13 @@ class ProviderConfig(_Section):
             return self.text_to_video
         return KINDS[self.kind].text_to_video
 
-    def price(self, tier: Tier, price_key: str) -> float | None:
+    def modes(self, model: str) -> tuple[Mode, ...]:
+        """The modes it renders ``model`` in (Fast is image-to-video only, everywhere)."""
+        return KINDS[self.kind].modes(model, text_to_video=self.serves_text_to_video)
+
+    def price(self, model: str, tier: Tier, price_key: str) -> float | None:
         """The price of one combination, or None when this provider does not serve it."""
-        return self.prices_usd.get(tier, {}).get(price_key)
+        return self.prices_usd.get(model, {}).get(tier, {}).get(price_key)
 
 
 class Settings(BaseSettings):
@@ -244,6 +308,7 @@ class Settings(BaseSettings):
     status: StatusSettings = StatusSettings()
     webhooks: WebhookSettings = WebhookSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    storage: StorageSettings = StorageSettings()
     log: LogSettings = LogSettings()
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
 
@@ -348,6 +413,8 @@ class Secrets(BaseModel):
     provider_keys: dict[str, SecretStr]
     """provider name → upstream API key (enabled providers only)"""
     webhook_secret: SecretStr | None
+    storage_access_key_id: SecretStr | None = None
+    storage_secret_access_key: SecretStr | None = None
 
 
 def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
@@ -395,8 +462,15 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
                 f"  webhooks.secret_env: {settings.webhooks.secret_env} must hold whsec_<base64>"
             )
 
+    storage = settings.storage
+    key_id = read("storage.access_key_id_env", storage.access_key_id_env) if (
+        storage.enabled and storage.access_key_id_env) else None  # fmt: skip
+    secret_key = read("storage.secret_access_key_env", storage.secret_access_key_env) if (
+        storage.enabled and storage.secret_access_key_env) else None  # fmt: skip
+
     if problems:
         raise ConfigError("missing secrets or keys:\n" + "\n".join(problems))
     return Secrets(
-        client_keys=client_keys, provider_keys=provider_keys, webhook_secret=webhook_secret
-    )
+        client_keys=client_keys, provider_keys=provider_keys, webhook_secret=webhook_secret,
+        storage_access_key_id=key_id, storage_secret_access_key=secret_key,
+    )  # fmt: skip

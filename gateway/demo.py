@@ -1,8 +1,10 @@
-"""``gateway demo``: the gateway, both simulated resellers and an embedded Redis in one process.
+"""``gateway demo``: the gateway, the simulated resellers and an embedded Redis in one process.
 
 The demo reads the real ``config.yaml`` and changes only what must change to run offline:
-provider base URLs point at the simulated resellers, whose keys are the sandbox's own, and the
-client key defaults to a demo value. Then it prints curl commands that work as pasted.
+provider base URLs point at the simulated resellers, whose keys are the sandbox's own, the
+client key defaults to a demo value, and finished videos may be copied from the resellers'
+loopback addresses (``storage.allow_private_sources``). Then it prints curl commands that work
+as pasted.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from providers.sandbox.server import Sandbox, SandboxConfig
 
 DEMO_CLIENT_KEY = "demo-client-key"
 SAMPLE_BODY = (
-    '{"prompt": "a paper boat drifting down a rainy street", '
-    '"image": "https://example.com/first-frame.png", "duration": 6, "resolution": "768P"}'
+    '{"prompt": "a paper boat drifting down a rainy street", "duration": 6, "resolution": "768P"}'
 )
+"""Text-to-video: no image (the simulated MiniMax serves it)."""
+IMAGE_BODY = (
+    '{"prompt": "the boat turns and sails away", "model": "hailuo-2.3-fast", '
+    '"image": "https://example.com/first-frame.png"}'
+)
+"""Image-to-video with Hailuo 2.3 Fast."""
 
 
 def _demo_settings(settings: Settings, sandbox: Sandbox, host: str, port: int) -> Settings:
@@ -37,6 +44,7 @@ def _demo_settings(settings: Settings, sandbox: Sandbox, host: str, port: int) -
         update={
             "providers": providers,
             "server": settings.server.model_copy(update={"host": host, "port": port}),
+            "storage": settings.storage.model_copy(update={"allow_private_sources": True}),
         }
     )
 
@@ -48,6 +56,7 @@ def _demo_environ(
     keys = {
         "runapi": sandbox.config.runapi_key,
         "apiinone": sandbox.config.apiinone_key,
+        "minimax": sandbox.config.minimax_key,
         "fal": sandbox.config.fal_key,
     }
     for cfg in settings.providers.values():
@@ -64,17 +73,29 @@ def usage(base: str, key: str) -> str:
             "",
             f"Hailuo gateway demo: {base}  (simulated resellers, embedded Redis; Ctrl-C stops)",
             "",
-            "Create a video, keeping its id:",
-            f"  ID=$(curl -s -X POST {base}/v1/videos -H {auth} "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(SAMPLE_BODY)} "
-            "| python3 -c 'import json,sys; t=json.load(sys.stdin); print(t[\"id\"])'); echo $ID",
+            "Create a video from a prompt (text-to-video), keeping its id:",
+            _create_command(base, auth, SAMPLE_BODY),
             "",
-            "Read it (completed after about 3 seconds):",
+            "Or animate a first frame with Hailuo 2.3 Fast (image-to-video):",
+            _create_command(base, auth, IMAGE_BODY),
+            "",
+            "Read it (completed after about 3 seconds, once the video is copied):",
             f"  curl -s {base}/v1/videos/$ID -H {auth}",
+            "",
+            "Download the stored video (served by the gateway, not the reseller):",
+            f"  curl -s {base}/v1/videos/$ID/content -H {auth} -o video.mp4 && ls -l video.mp4",
             "",
             f"OpenAPI: {base}/schema/openapi.json",
             "",
         ]
+    )
+
+
+def _create_command(base: str, auth: str, body: str) -> str:
+    return (
+        f"  ID=$(curl -s -X POST {base}/v1/videos -H {auth} "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(body)} "
+        "| python3 -c 'import json,sys; t=json.load(sys.stdin); print(t[\"id\"])'); echo $ID"
     )
 
 

@@ -127,6 +127,14 @@ class StoreUnavailable(GatewayError):
     status, code, title = 503, "store_unavailable", "The task store cannot be reached"
 
 
+class RangeNotSatisfiable(GatewayError):
+    status, code, title = 416, "range_not_satisfiable", "The Range is outside the video"
+
+
+class VideoStorageUnavailable(GatewayError):
+    status, code, title = 503, "store_unavailable", "The video storage cannot be reached"
+
+
 class UpstreamOutcomeUnknown(GatewayError):
     status, code = 504, "upstream_outcome_unknown"
     title = "The upstream received the request but did not answer"

@@ -345,8 +345,12 @@ class Readiness:
         self._health = health
         self._enabled = list(enabled)
         self._metrics = metrics if metrics is not None else Metrics(enabled)
+        self.draining: Callable[[], bool] = lambda: False
+        """Set by the app: true once SIGTERM started the drain (``gateway.drain``)."""
 
     async def reasons(self) -> list[str]:
+        if self.draining():
+            return ["draining: shutting down"]
         reasons = []
         try:
             async with counted(self._metrics, "ping"):

@@ -64,9 +64,19 @@ REDIS_OPERATIONS: Final[tuple[RedisOperation, ...]] = (
     "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
     "balance",
 )  # fmt: skip
+CopyOutcome = Literal["stored", "retried", "gave_up"]
+"""One copy attempt of a finished video: stored; failed and will be tried again; given up
+(the task keeps the reseller's link)."""
+COPY_OUTCOMES: Final[tuple[CopyOutcome, ...]] = ("stored", "retried", "gave_up")
+DeletionOutcome = Literal["deleted", "failed"]
+DELETION_OUTCOMES: Final[tuple[DeletionOutcome, ...]] = ("deleted", "failed")
+COPY_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 WEBHOOK_OUTCOMES: Final[tuple[WebhookOutcome, ...]] = (
     "delivered", "rejected", "unreachable", "abandoned",
 )  # fmt: skip
+ReloadOutcome = Literal["applied", "refused"]
+"""A config reload (``SIGHUP``): the file's live keys applied, or the file refused."""
+RELOAD_OUTCOMES: Final[tuple[ReloadOutcome, ...]] = ("applied", "refused")
 
 HTTP_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 UPSTREAM_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
@@ -219,6 +229,29 @@ class Metrics:
             "gateway_webhook_deliveries", "Webhook delivery attempts, by outcome", ["outcome"],
             registry=r,
         )  # fmt: skip
+        self._reloads = Counter(
+            "gateway_config_reloads", "Config reloads (SIGHUP), by outcome: applied or "
+            "refused (the running config stays)", ["outcome"], registry=r,
+        )  # fmt: skip
+        self._video_copies = Counter(
+            "gateway_video_copies", "Copies of finished videos into the gateway's storage, by "
+            "outcome", ["outcome"], registry=r,
+        )  # fmt: skip
+        self._video_copy_bytes = Counter(
+            "gateway_video_copy_bytes", "Bytes of finished videos written to the store",
+            registry=r,
+        )  # fmt: skip
+        self._video_copy_seconds = Histogram(
+            "gateway_video_copy_duration_seconds", "Time to copy one finished video (download "
+            "and store)", buckets=COPY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._video_served_bytes = Counter(
+            "gateway_video_served_bytes", "Bytes of stored videos sent by /content", registry=r,
+        )  # fmt: skip
+        self._video_deletions = Counter(
+            "gateway_video_deletions", "Stored videos removed by retention, by outcome",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self._build_info.labels(version=version).set(1)
         self._initialise()
 
@@ -249,6 +282,12 @@ class Metrics:
             self._redis_errors.labels(operation)
         for outcome in WEBHOOK_OUTCOMES:
             self._webhooks.labels(outcome)
+        for reload_outcome in RELOAD_OUTCOMES:
+            self._reloads.labels(reload_outcome)
+        for copy_outcome in COPY_OUTCOMES:
+            self._video_copies.labels(copy_outcome)
+        for deletion in DELETION_OUTCOMES:
+            self._video_deletions.labels(deletion)
 
     def routes(self, methods_by_route: Mapping[str, Iterable[str]]) -> None:
         """Declare the app's route templates (the only route labels allowed) and start their
@@ -339,6 +378,24 @@ class Metrics:
 
     def webhook_delivery(self, outcome: WebhookOutcome) -> None:
         self._webhooks.labels(_pick(outcome, WEBHOOK_OUTCOMES)).inc()
+
+    def config_reload(self, outcome: ReloadOutcome) -> None:
+        self._reloads.labels(_pick(outcome, RELOAD_OUTCOMES)).inc()
+
+    def video_copy(self, outcome: CopyOutcome) -> None:
+        self._video_copies.labels(_pick(outcome, COPY_OUTCOMES)).inc()
+
+    def video_stored(self, size: int, seconds: float) -> None:
+        """A finished video of ``size`` bytes was copied into the store in ``seconds``."""
+        self._video_copies.labels("stored").inc()
+        self._video_copy_bytes.inc(size)
+        self._video_copy_seconds.observe(seconds)
+
+    def video_served(self, size: int) -> None:
+        self._video_served_bytes.inc(size)
+
+    def video_deletion(self, outcome: DeletionOutcome) -> None:
+        self._video_deletions.labels(_pick(outcome, DELETION_OUTCOMES)).inc()
 
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format (:data:`CONTENT_TYPE`); in multiprocess

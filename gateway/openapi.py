@@ -42,6 +42,7 @@ from gateway.schemas import (
     RESOLUTION_PATTERN,
     WHITESPACE,
 )
+from providers.capabilities import IMAGE_ONLY_MODELS
 
 PATH = "/schema"
 BEARER_SCHEME = "BearerAuth"
@@ -143,18 +144,36 @@ def _create_request(schema: Schema, settings: Settings, *, webhooks: bool) -> No
         properties.pop("webhook_url", None)
     schema.properties = properties
     # No provider renders 10 s at 1080P: refused as invalid_request naming resolution.
-    schema.schema_not = Schema(
-        required=["duration", "resolution"],
-        properties={
-            "duration": Schema(
-                any_of=[
-                    Schema(type=OpenAPIType.INTEGER, const=10),
-                    Schema(type=STRING, pattern=rf"^[{WHITESPACE}]*10[{WHITESPACE}]*$"),
-                ]
-            ),
-            "resolution": Schema(type=STRING, pattern=rf"^[{WHITESPACE}]*1080[pP][{WHITESPACE}]*$"),
-        },
-    )
+    refused = [
+        Schema(
+            required=["duration", "resolution"],
+            properties={
+                "duration": Schema(
+                    any_of=[
+                        Schema(type=OpenAPIType.INTEGER, const=10),
+                        Schema(type=STRING, pattern=rf"^[{WHITESPACE}]*10[{WHITESPACE}]*$"),
+                    ]
+                ),
+                "resolution": Schema(
+                    type=STRING, pattern=rf"^[{WHITESPACE}]*1080[pP][{WHITESPACE}]*$"
+                ),
+            },
+        )
+    ]
+    # An image-only model (Fast) without an image (absent or null): invalid_request naming image.
+    refused += [
+        Schema(
+            required=["model"],
+            properties={"model": Schema(type=STRING, const=model)},
+            any_of=[
+                Schema(schema_not=Schema(required=["image"])),
+                Schema(required=["image"], properties={"image": Schema(type=NULL)}),
+            ],
+        )
+        for model in served
+        if model in IMAGE_ONLY_MODELS
+    ]
+    schema.schema_not = refused[0] if len(refused) == 1 else Schema(any_of=refused)
 
 
 def _routing_overrides(schema: Schema, settings: Settings) -> None:

@@ -34,6 +34,7 @@ from gateway.router import Router
 from gateway.schemas import Attempt, TaskError
 from gateway.store import TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
+from gateway.video_copy import CopyQueue
 from gateway.webhooks import new_delivery
 from providers.base import TaskStatus, UpstreamStatus
 from providers.errors import ProviderError
@@ -52,11 +53,12 @@ IN_FLIGHT = 64
 
 
 def callback_urls(public_url: str | None, token: str | None) -> Callable[[str], str] | None:
-    """``{public_url}/v1/callbacks/{provider}/{token}`` for each provider, when public."""
+    """``{public_url}/callbacks/{provider}/{token}`` for each provider, when public (the
+    older ``/v1/callbacks/…`` still answers, for tasks created before the move)."""
     if public_url is None or token is None:
         return None
     base = public_url.rstrip("/")
-    return lambda provider: f"{base}/v1/callbacks/{provider}/{token}"
+    return lambda provider: f"{base}/callbacks/{provider}/{token}"
 
 
 def next_poll_delay(age_s: float, settings: StatusSettings) -> float:
@@ -88,7 +90,9 @@ class Refresher:
         public_url: str | None = None,
         metrics: Metrics,
         budgets: Budgets,
+        copies: CopyQueue | None = None,
     ) -> None:
+        self._copies = copies
         self._metrics = metrics
         self._budgets = budgets
         self._public_url = public_url
@@ -101,7 +105,7 @@ class Refresher:
 
     def due(self, record: TaskRecord) -> bool:
         """Is it time to ask the upstream about this task again?"""
-        if record.is_final or record.provider_task_id is None:
+        if record.is_final or record.provider_task_id is None or record.copy_state is not None:
             return False
         if record.polled_at is None:
             return True
@@ -163,9 +167,16 @@ class Refresher:
                 return resubmitted
         if upstream is not None:
             _apply(record, upstream)
+        if self._copies is not None and self._copies.wants(record):
+            return await self._copies.begin(record)  # completed once its video is stored
         if not record.is_final and time.time() - record.created_at > self._settings.deadline_s:
             record.finish(TaskStatus.FAILED, error=TaskError(
                 code="timeout", message="the task did not finish before the deadline"))  # fmt: skip
+        return await self._store_outcome(record)
+
+    async def finalize(self, record: TaskRecord) -> TaskRecord:
+        """Store a final ``record`` (queues its webhook, counts it) unless the task is final
+        already; the task as stored."""
         return await self._store_outcome(record)
 
     async def _store_outcome(self, record: TaskRecord) -> TaskRecord:
@@ -254,6 +265,7 @@ class Refresher:
 
 def _apply(record: TaskRecord, upstream: UpstreamStatus) -> None:
     if upstream.status is TaskStatus.COMPLETED:
+        record.upstream_video_url = upstream.video_url
         record.finish(TaskStatus.COMPLETED, video_url=upstream.video_url)
     elif upstream.status is TaskStatus.FAILED:
         record.finish(TaskStatus.FAILED, error=TaskError(
@@ -292,7 +304,8 @@ class Poller:
         self._create_timeout_s = create_timeout_s
         self._lease_s = lease_s
         self._limits: dict[str, asyncio.Semaphore] = {}
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], str] = {}
+        """Each poll in flight → the task id it claimed."""
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -309,27 +322,38 @@ class Poller:
                     logger.warning("poll schedule unreachable; retrying")
             for task_id in due:
                 task = asyncio.create_task(self._poll(task_id))
-                self._running.add(task)
+                self._running[task] = task_id
                 task.add_done_callback(self._finished)
             tick = BUSY_TICK_S if due or room <= 0 else IDLE_TICK_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), tick)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("background poll failed", exc_info=task.exception())
 
     async def stop(self) -> None:
+        """Stop claiming, cancel the polls in flight and hand their leases back: those tasks
+        are due again now, for another instance, instead of when the leases would run out."""
         self._stop.set()
-        for task in list(self._running):
+        unfinished = dict(self._running)
+        for task in unfinished:
             task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        try:
+            await self._store.hand_back(list(unfinished.values()), time.time())
+        except StoreUnavailable:
+            self._metrics.redis_error("polling")
+            logger.warning(
+                "leases not handed back: redis unreachable; they run out by themselves",
+                extra={"tasks": len(unfinished)},
+            )
 
     async def _poll(self, task_id: str) -> None:
         record = await self._store.get(task_id)
-        if record is None or record.is_final:
-            await self._store.unschedule(task_id)
+        if record is None or record.is_final or record.copy_state is not None:
+            await self._store.unschedule(task_id)  # a task being copied is the copier's
             return
         age = time.time() - record.created_at
         if record.provider_task_id is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
@@ -41,10 +41,16 @@ return tostring(wait)
 
 class RateLimiter:
     def __init__(
-        self, redis: RedisClient, per_minute: Mapping[str, int | None], *, metrics: Metrics
+        self,
+        redis: RedisClient,
+        per_minute: Mapping[str, int | None] | Callable[[], Mapping[str, int | None]],
+        *,
+        metrics: Metrics,
     ) -> None:
+        """``per_minute``: each client's rate, or a function giving the rates in force (read
+        on every request, so a config reload changes them at once)."""
         self._metrics = metrics
-        self._limits = {name: rate for name, rate in per_minute.items() if rate}
+        self._limits = per_minute if callable(per_minute) else lambda: per_minute
         self._take = redis.register_script(_TAKE)
 
     async def check(self, client: str) -> None:
@@ -52,8 +58,8 @@ class RateLimiter:
         without a configured rate is unlimited. If Redis is down the request goes on (it will
         meet the store's own 503 if it needs Redis); that is counted as a Redis error of
         ``rate_limit`` and logged."""
-        per_minute = self._limits.get(client)
-        if per_minute is None:
+        per_minute = self._limits().get(client)
+        if not per_minute:
             return
         try:
             async with translated(self._metrics, "rate_limit"):

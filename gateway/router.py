@@ -27,6 +27,7 @@ from gateway.errors import (
     UpstreamRejected,
 )
 from gateway.health import Circuit, Health, ProviderHealth
+from gateway.live import LiveSettings
 from gateway.metrics import Metrics
 from gateway.schemas import Attempt, RoutingOverrides
 from gateway.strategies import STRATEGIES, Candidate
@@ -41,7 +42,8 @@ BeforeAttempt = Callable[[Candidate, Sequence[Attempt]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Route:
-    """A configured provider and its adapter."""
+    """A configured provider and its adapter. ``config`` is the provider's settings at start
+    (its address and timeouts); what a reload may change is read from the live settings."""
 
     name: str
     config: ProviderConfig
@@ -62,7 +64,7 @@ class Router:
     def __init__(
         self,
         routes: Sequence[Route],
-        settings: RoutingSettings,
+        live: LiveSettings,
         health: Health,
         *,
         rng: random.Random | None = None,
@@ -72,7 +74,7 @@ class Router:
         self._metrics = metrics if metrics is not None else Metrics([r.name for r in routes])
         self._balances = balances
         self._routes = {r.name: r for r in routes}
-        self._settings = settings
+        self._live = live
         self._health = health
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not security
 
@@ -80,14 +82,22 @@ class Router:
     def routes(self) -> Mapping[str, Route]:
         return self._routes
 
+    @property
+    def _settings(self) -> RoutingSettings:
+        """The routing settings in force now (a reload may change them between requests)."""
+        return self._live.settings.routing
+
+    def _config(self, route: Route) -> ProviderConfig:
+        """``route``'s provider settings in force now: prices, weight, priority, enabled."""
+        return self._live.settings.providers.get(route.name, route.config)
+
     def adapter(self, name: str) -> Provider | None:
         route = self._routes.get(name)
         return route.adapter if route else None
 
     def served_models(self) -> set[str]:
-        return {
-            m for r in self._routes.values() if r.config.enabled for m in r.config.served_models
-        }
+        configs = [self._config(r) for r in self._routes.values()]
+        return {m for cfg in configs if cfg.enabled for m in cfg.served_models}
 
     async def plan(self, job: VideoJob, overrides: RoutingOverrides | None) -> list[Candidate]:
         """The eligible candidates, best first. Refuses before any upstream call:
@@ -140,12 +150,12 @@ class Router:
         max_price = overrides.max_price_usd if overrides else None
         candidates: list[Candidate] = []
         for route in self._routes.values():
-            cfg = route.config
-            price = cfg.price(job.tier, job.price_key)
+            cfg = self._config(route)
+            price = cfg.price(job.model, job.tier, job.price_key)
             if (
                 not cfg.enabled
                 or job.model not in cfg.served_models
-                or (job.mode == "text_to_video" and not cfg.serves_text_to_video)
+                or job.mode not in cfg.modes(job.model)
                 or (_is_data_uri(job.image) and not cfg.takes_data_uri_images)
                 or price is None
                 or (allow is not None and route.name not in allow)

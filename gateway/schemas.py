@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from gateway.config import StrategyName
 from providers.base import Duration, Resolution, TaskStatus, Tier
+from providers.capabilities import IMAGE_ONLY_MODELS
 
 WHITESPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 """A regex character class of exactly the characters ``str.strip()`` removes (``str.isspace``),
@@ -129,7 +130,9 @@ class CreateVideoRequest(BaseModel):
     tier: Tier = "standard"
     prompt: str = Field(description="1–2000 characters after trimming")
     image: str | None = Field(
-        None, description="http(s) URL or data:image/{png,jpeg,webp};base64,…; absent = text"
+        None,
+        description="http(s) URL or data:image/{png,jpeg,webp};base64,…; absent = text",
+        validate_default=True,  # absent is checked too: image-only models need one
     )
     duration: Annotated[Duration, BeforeValidator(_duration)] = 6
     resolution: Annotated[Resolution, BeforeValidator(_resolution)] = "768P"
@@ -149,8 +152,13 @@ class CreateVideoRequest(BaseModel):
 
     @field_validator("image")
     @classmethod
-    def _image(cls, value: str | None) -> str | None:
+    def _image(cls, value: str | None, info: Any) -> str | None:
         if value is None:
+            model = info.data.get("model")
+            if model in IMAGE_ONLY_MODELS:
+                raise PydanticCustomError(
+                    "image", "{model} is image-to-video only: send a first frame", {"model": model}
+                )
             return None
         if value.startswith("data:"):
             _check_data_uri(value)
@@ -221,6 +229,12 @@ class Task(BaseModel):
     provider_task_id: str | None
     price_usd: float | None
     video_url: str | None = None
+    """The gateway's link to its stored copy once completed (the reseller's when none could be
+    made)."""
+    expires_at: int | None = None
+    """Until when ``video_url`` works (the stored copy's deletion time); None when unknown."""
+    upstream_video_url: str | None = None
+    """The reseller's own link, for the record."""
     error: TaskError | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     attempts: list[Attempt] = Field(default_factory=list)
@@ -262,7 +276,16 @@ class ProviderInfo(BaseModel):
     """Share of good outcomes among the last 100 creates and finished tasks; None: no traffic."""
     latency_ms: LatencyMs
     """Create latency over the last 200 accepted creates."""
+    models: list[str]
+    """The models it is configured and priced for."""
+    modes: dict[str, list[Mode]]
+    """model → the modes it renders it in (``text_to_video`` needs no image)."""
+    image_forms: list[Literal["url", "data_uri"]]
+    """What its image field takes: http(s) URLs, and data URIs where it says so."""
     prices_usd: dict[str, dict[str, float]]
+    """The ``hailuo-2.3`` table, by tier then ``"<duration>s_<resolution>"``."""
+    prices_by_model_usd: dict[str, dict[str, dict[str, float]]]
+    """Every model's table: model → tier → ``"<duration>s_<resolution>"``."""
     balance_usd: float | None = None
     """The last known account balance (less the prices accepted since); None where the
     reseller has no balance API or it has not been read yet."""

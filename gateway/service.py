@@ -247,12 +247,14 @@ class VideoService:
             )
         return body
 
-    async def callback(self, provider: str, token: str) -> None:
+    async def callback(self, provider: str, token: str, *, hint: bool = True) -> None:
         """An upstream says a task changed. Only a hint: the status is read from the upstream,
-        never taken from the callback's body."""
+        never taken from the callback's body. The token is valid from the moment it is sent,
+        for every provider the task was sent to: a challenge may come before the create has
+        answered (``hint=False``: nothing to read then)."""
         task_id = await self._store.task_for_callback(token)
         record = await self._store.get(task_id) if task_id else None
-        if record is None or record.provider != provider:
+        if record is None or provider not in {a.provider for a in record.attempts}:
             raise NotFound("no such callback")
-        if self._refresher.due(record):
+        if hint and record.provider == provider and self._refresher.due(record):
             await self._refresher.refresh(record)

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
 
@@ -35,13 +35,15 @@ from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
 KEY_PREFIX = "gw"
 
 # Saves that must never undo a final state: a slower poller holding an older answer loses.
-# KEYS: task. ARGV: record.
+# KEYS: task[, due-set]. ARGV: record[, due-at, task id]: with a due-set (in the task's shard),
+# a saved task is also (re)scheduled there, in the same step.
 _SAVE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
 local status = cjson.decode(current)['status']
 if status == 'completed' or status == 'failed' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+if #KEYS > 1 then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
 return 1
 """
 
@@ -92,8 +94,13 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {ids, first[2] or false}
 """
 
-Schedule = Literal["poll", "webhooks"]
-"""The sharded schedules: task polls, webhook deliveries."""
+Schedule = Literal["poll", "webhooks", "video_copy", "video_delete"]
+"""The sharded schedules: task polls, webhook deliveries, video copies, stored videos'
+deletions."""
+SCHEDULES: tuple[Schedule, ...] = ("poll", "webhooks", "video_copy", "video_delete")
+_SCHEDULE_ERRORS: dict[Schedule, RedisOperation] = {
+    "poll": "polling", "webhooks": "webhooks", "video_copy": "polling", "video_delete": "polling",
+}  # fmt: skip
 RedisClient = Redis | RedisCluster
 """What :func:`connect` returns: a standalone (or Sentinel-managed) client, or a Cluster's."""
 
@@ -125,7 +132,9 @@ class Keys:
 
     @staticmethod
     def due(schedule: Schedule, shard: int) -> str:
-        """One shard of a schedule (a sorted set of ids by due time)."""
+        """One shard of a schedule (a sorted set by due time): task ids for ``poll`` and
+        ``video_copy`` (in the task's shard), delivery ids for ``webhooks`` (in their task's
+        shard), stored videos' object keys for ``video_delete`` (shard: a hash of the key)."""
         return f"{KEY_PREFIX}:{shard_tag(shard)}:due:{schedule}"
 
     @staticmethod
@@ -205,6 +214,29 @@ def now_s() -> int:
     return int(time.time())
 
 
+class CopyState(BaseModel):
+    """A finished video's copy into the gateway's storage, while it runs (and how it ended)."""
+
+    started_at: float
+    attempts: int = 0
+    last_error: str | None = None
+    gave_up: str | None = None
+    """Why the reseller's link was kept instead of a stored copy."""
+
+
+class StoredVideo(BaseModel):
+    """The gateway's own copy of a finished video."""
+
+    key: str
+    """The object's key in the store."""
+    size: int
+    sha256: str
+    content_type: str
+    stored_at: int
+    delete_at: int
+    """When retention deletes it (Unix seconds); the task's ``expires_at``."""
+
+
 class TaskRecord(BaseModel):
     """What the store keeps for one task; :meth:`public` is what a client sees."""
 
@@ -235,6 +267,13 @@ class TaskRecord(BaseModel):
     """The request's routing overrides, kept for a resubmission."""
     resubmits: int = 0
     callback_token: str | None = None
+    upstream_video_url: str | None = None
+    """The reseller's own link to the finished video."""
+    expires_at: int | None = None
+    """Until when ``video_url`` works; None when unknown (the reseller's link)."""
+    copy_state: CopyState | None = None
+    """Set while (and after) the finished video is copied; None: no copy was tried."""
+    stored: StoredVideo | None = None
 
     @classmethod
     def new(
@@ -299,6 +338,8 @@ class TaskRecord(BaseModel):
             provider_task_id=self.provider_task_id,
             price_usd=self.price_usd,
             video_url=self.video_url,
+            expires_at=self.expires_at,
+            upstream_video_url=self.upstream_video_url,
             error=self.error,
             metadata=self.metadata,
             attempts=self.attempts,
@@ -368,7 +409,7 @@ class TaskStore:
         self._accept = redis.register_script(_ACCEPT)
         self._finalize = redis.register_script(_FINALIZE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
-        self._hints: dict[Schedule, DueHints] = {"poll": DueHints(), "webhooks": DueHints()}
+        self._hints: dict[Schedule, DueHints] = {name: DueHints() for name in SCHEDULES}
 
     def _translated(self) -> AbstractAsyncContextManager[None]:
         return translated(self._metrics, "tasks")
@@ -444,6 +485,30 @@ class TaskStore:
             done = await self._finalize(keys=keys, args=args)
         return int(done) == 1
 
+    async def begin_copy(self, record: TaskRecord, at: float) -> bool:
+        """Save a task whose video is to be copied (unless final) and put it on the copy
+        schedule at ``at``, off the poll schedule. False when the stored task is final."""
+        async with self._translated():
+            saved = await self._save_unless_final(
+                keys=[Keys.task(record.id), self.due_key("video_copy", record.id, at)],
+                args=[record.model_dump_json(), at, record.id],
+            )
+            await self._redis.zrem(Keys.due("poll", shard_of(record.id)), record.id)
+        return int(saved) == 1
+
+    async def extend_lease(self, schedule: Schedule, member: str, until: float) -> None:
+        """Keep a claimed schedule member leased (only if it is still scheduled)."""
+        async with self._translated():
+            await self._redis.zadd(Keys.due(schedule, shard_of(member)), {member: until}, xx=True)
+
+    async def schedule_on(self, schedule: Schedule, member: str, at: float) -> None:
+        async with self._translated():
+            await self._redis.zadd(self.due_key(schedule, member, at), {member: at})
+
+    async def unschedule_from(self, schedule: Schedule, member: str) -> None:
+        async with self._translated():
+            await self._redis.zrem(Keys.due(schedule, shard_of(member)), member)
+
     async def get(self, task_id: str) -> TaskRecord | None:
         async with self._translated():
             raw = await self._redis.get(Keys.task(task_id))
@@ -483,6 +548,18 @@ class TaskStore:
         async with self._translated():
             await self._redis.zrem(Keys.due("poll", shard_of(task_id)), task_id)
 
+    async def hand_back(self, task_ids: Sequence[str], now: float) -> None:
+        """Polls this instance claimed but will not finish (it is stopping): due at ``now``
+        again, so another instance takes them at its next look at their shards (within a
+        second while it has work, 4 s when idle). A task no longer on the schedule (it became
+        final meanwhile) is not put back (``XX``). One command per shard."""
+        by_shard: dict[int, list[str]] = {}
+        for task_id in task_ids:
+            by_shard.setdefault(shard_of(task_id), []).append(task_id)
+        async with self._translated():
+            for shard, ids in by_shard.items():
+                await self._redis.zadd(Keys.due("poll", shard), dict.fromkeys(ids, now), xx=True)
+
     def due_key(self, schedule: Schedule, member: str, at: float) -> str:
         """The key of ``member``'s shard of ``schedule``, for a caller about to put it there
         due at ``at`` (so this instance's claims look there in time)."""
@@ -514,7 +591,7 @@ class TaskStore:
             raise StoreUnavailable(f"redis: {type(failed[0]).__name__}") from failed[0]
         if failed:
             if self._metrics is not None:
-                self._metrics.redis_error("polling" if schedule == "poll" else "webhooks")
+                self._metrics.redis_error(_SCHEDULE_ERRORS[schedule])
             error = type(failed[0]).__name__
             logger.warning(
                 "schedule shards unreachable",

@@ -10,7 +10,8 @@ rate limits, idempotency records), so they need no other coordination. The paren
 - makes a private directory for prometheus-client's multiprocess mode, so ``/metrics`` answers
   for every worker whichever one serves the scrape, and removes it at exit;
 - runs uvicorn's supervisor, which binds the socket, spawns the workers, restarts a worker
-  that dies and stops them all on SIGTERM or SIGINT.
+  that dies and stops them all on SIGTERM or SIGINT; ``SIGHUP`` is forwarded to every worker,
+  and each re-reads the config itself (``gateway.live``) instead of being restarted.
 
 Workers are *spawned* (fresh interpreters), so they get nothing from the parent but the
 environment: :func:`worker_environ` says what the parent adds to it, and
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -115,7 +117,7 @@ def _supervise(settings: Settings) -> int:
     )
     sock = config.bind_socket()
     try:
-        supervisor = Multiprocess(config, sockets=[sock])
+        supervisor = _Supervisor(config, sockets=[sock])
         supervisor.run()
     finally:
         sock.close()
@@ -124,6 +126,22 @@ def _supervise(settings: Settings) -> int:
         logger.error("a worker failed to start", extra={"pids": failed})
         return STARTUP_FAILURE
     return 0
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, but ``SIGHUP`` reaches the workers, which reload their config in
+    place, where uvicorn would replace them one by one."""
+
+    def handle_hup(self) -> None:
+        for process in self.processes:
+            pid = process.process.pid
+            if pid is None or not process.process.is_alive():
+                continue
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:  # died just now; the supervisor restarts it
+                logger.warning("worker gone before its reload signal", extra={"pid": pid})
+        logger.info("SIGHUP forwarded to the workers", extra={"workers": len(self.processes)})
 
 
 def _remove(metrics_dir: Path) -> None:
@@ -151,13 +169,17 @@ def worker_app(environ: Mapping[str, str]) -> Litestar:
         )
     settings = load_settings(Path(config_path), environ)
     secrets = resolve_secrets(settings, environ)
+
+    def reread() -> Settings:
+        return load_settings(Path(config_path), environ)
+
     configure_logging(settings.log.level)
     metrics = Metrics(
         [name for name, p in settings.providers.items() if p.enabled],
         clients=[k.name for k in settings.auth.keys],
         multiprocess_dir=Path(metrics_dir),
     )
-    return create_app(settings, secrets, metrics=metrics)
+    return create_app(settings, secrets, metrics=metrics, reload=reread)
 
 
 def app_from_environment() -> Litestar:

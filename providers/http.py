@@ -288,10 +288,7 @@ class HTTPAdapter(ABC):
         body = json_body(response)
         failed = self._failed_status(response, body)
         if failed is not None:
-            message, code = self._parse_error(body)
-            raise error_for_status(
-                self.name, response, message=message, code=code, http_status=failed
-            )
+            raise self._error(response, body, failed)
         try:
             return parse(body)
         except ValueError as exc:
@@ -300,6 +297,11 @@ class HTTPAdapter(ABC):
                 f"HTTP {response.status_code} {unreadable} (shape {describe_shape(body)})",
                 http_status=response.status_code,
             ) from exc
+
+    def _error(self, response: httpx.Response, body: object, status: int) -> ProviderError:
+        """The error of a failed answer, mapped by ``status`` (see :func:`error_for_status`)."""
+        message, code = self._parse_error(body)
+        return error_for_status(self.name, response, message=message, code=code, http_status=status)
 
     def _failed_status(self, response: httpx.Response, body: object) -> int | None:
         """The status a failed answer is mapped by, or None for a success: here, the HTTP one."""

@@ -9,6 +9,7 @@ import httpx
 from providers.apiinone import APIInOneProvider
 from providers.base import Provider, ProviderSettings
 from providers.fal import FalProvider
+from providers.minimax import MiniMaxProvider
 from providers.runapi import RunAPIProvider
 
 
@@ -35,6 +36,7 @@ class ProviderClass(Protocol):
 PROVIDER_KINDS: dict[str, ProviderClass] = {
     RunAPIProvider.kind: RunAPIProvider,
     APIInOneProvider.kind: APIInOneProvider,
+    MiniMaxProvider.kind: MiniMaxProvider,
     FalProvider.kind: FalProvider,
 }
 

@@ -2,7 +2,7 @@
 
 Once all listen, prints exactly one line to stdout (logs go to stderr)::
 
-    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port> fal=http://…
+    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port> minimax=… fal=…
 
 and runs until SIGTERM or SIGINT, which stop it gracefully (exit status 0).
 """
@@ -20,6 +20,7 @@ from providers.sandbox.engine import Knobs
 from providers.sandbox.server import (
     DEFAULT_APIINONE_KEY,
     DEFAULT_FAL_KEY,
+    DEFAULT_MINIMAX_KEY,
     DEFAULT_RUNAPI_KEY,
     Sandbox,
     SandboxConfig,
@@ -29,14 +30,17 @@ from providers.sandbox.server import (
 def parse_args(argv: Sequence[str] | None = None) -> tuple[SandboxConfig, str]:
     """The sandbox's config and the log level, from the command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m providers.sandbox", description="Simulated RunAPI, API in One and fal.ai."
+        prog="python -m providers.sandbox",
+        description="Simulated RunAPI, API in One, MiniMax and fal.ai.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="an IPv4 loopback address")
     parser.add_argument("--runapi-port", type=int, default=9101, help="0 picks a free port")
     parser.add_argument("--apiinone-port", type=int, default=9102, help="0 picks a free port")
+    parser.add_argument("--minimax-port", type=int, default=9103, help="0 picks a free port")
     parser.add_argument("--fal-port", type=int, default=9104, help="0 picks a free port")
     parser.add_argument("--runapi-key", default=DEFAULT_RUNAPI_KEY)
     parser.add_argument("--apiinone-key", default=DEFAULT_APIINONE_KEY)
+    parser.add_argument("--minimax-key", default=DEFAULT_MINIMAX_KEY)
     parser.add_argument("--fal-key", default=DEFAULT_FAL_KEY)
     parser.add_argument("--queue-s", type=float, default=Knobs().queue_s)
     parser.add_argument("--complete-after-s", type=float, default=Knobs().complete_after_s)
@@ -49,9 +53,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SandboxConfig, str]:
             host=args.host,
             runapi_port=args.runapi_port,
             apiinone_port=args.apiinone_port,
+            minimax_port=args.minimax_port,
             fal_port=args.fal_port,
             runapi_key=args.runapi_key,
             apiinone_key=args.apiinone_key,
+            minimax_key=args.minimax_key,
             fal_key=args.fal_key,
             knobs=Knobs(queue_s=args.queue_s, complete_after_s=args.complete_after_s),
         )

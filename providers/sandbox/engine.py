@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 CreateFault = Literal[
@@ -37,6 +38,8 @@ CreateFault = Literal[
     "drop",
 ]
 StatusFault = Literal["none", "http_500", "hang"]
+VideoFault = Literal["none", "http_404", "expired", "html", "truncated", "http_500"]
+"""How a finished video's link misbehaves (``providers.sandbox.videos``)."""
 Outcome = Literal["completed", "failed"]
 
 FAIL_MARKER = "[sandbox:fail]"
@@ -63,6 +66,17 @@ class Knobs(BaseModel):
     complete_after_s: float = Field(default=3.0, ge=0, description="Final this long after create.")
     task_outcome: Outcome = "completed"
     status_fault: StatusFault = "none"
+    video_bytes: int = Field(
+        default=64 * 1024, ge=64, le=2**31, description="Size of each finished video's file."
+    )
+    video_fault: VideoFault = "none"
+    video_bytes_per_s: float | None = Field(
+        default=None, gt=0, description="Pace of video downloads (a slow reseller)."
+    )
+    business_code: int | None = Field(
+        default=None,
+        description="MiniMax only: answer every create HTTP 200 with this base_resp.status_code.",
+    )
     balance_cents: int | None = Field(
         default=None,
         description="Set the account balance (RunAPI): each accepted create is charged its "
@@ -81,7 +95,15 @@ class Counters(BaseModel):
     create_calls: int = 0
     accepted_creates: int = 0
     status_calls: int = 0
+    file_calls: int = 0
+    """MiniMax's ``files/retrieve``."""
+    challenges_sent: int = 0
+    challenges_echoed: int = 0
+    """Callback handshakes (MiniMax) answered with the challenge within 3 s."""
+    callbacks_sent: int = 0
     balance_calls: int = 0
+    video_downloads: int = 0
+    """Downloads of finished videos started (``/files/...``)."""
 
 
 class Stats(BaseModel):
@@ -176,10 +198,21 @@ class SandboxState:
         self.spent_cents = 0
         self.authorizations: set[str] = set()
         self.stopping = asyncio.Event()
+        self.outbound: httpx.AsyncBaseTransport | None = None
+        """How the reseller's own requests (callbacks) travel; None: real sockets. In-process
+        tests point it at the gateway's ASGI app."""
+        self.background: set[asyncio.Task[None]] = set()
+        """Requests the reseller makes on its own (MiniMax's callbacks), until they end."""
         self._clock = clock or time.monotonic
 
     def now(self) -> float:
         return self._clock()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, held until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def reset(self) -> None:
         self.knobs = self.initial_knobs

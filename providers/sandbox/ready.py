@@ -1,6 +1,6 @@
 """The one line ``python -m providers.sandbox`` prints on stdout once its servers listen::
 
-    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port> fal=http://…
+    SANDBOX READY runapi=http://127.0.0.1:<port> apiinone=http://127.0.0.1:<port> minimax=… fal=…
 
 Written by :class:`~providers.sandbox.server.Sandbox`, read by whoever started the process (the
 tests, the benchmarks, the dashboard renderer) with :func:`parse_ready_line` (RunAPI's and API

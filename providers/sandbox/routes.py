@@ -2,7 +2,8 @@
 
 - ``/_sandbox/*``: the control endpoints (no auth) that tests, the demo and benchmarks use to
   read counters and turn knobs;
-- ``/files/{name}``: a tiny fake MP4 behind the video URLs the resellers hand out.
+- ``/files/{name}``: the finished videos behind the links the resellers hand out
+  (:mod:`providers.sandbox.videos`).
 """
 
 from __future__ import annotations
@@ -15,18 +16,14 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, Router, get, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.enums import MediaType
 from litestar.handlers import BaseRouteHandler
-from litestar.params import FromPath
 from litestar.types import Scope
 from pydantic import ValidationError
 
 from providers.sandbox.engine import SandboxState, Stats, TaskList
+from providers.sandbox.videos import video_file
 
 logger = logging.getLogger(__name__)
-
-# An ``ftyp`` box: enough for a client that sniffs the first bytes of a video.
-FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 
 
 def create_sandbox_app(state: SandboxState, route_handlers: Sequence[BaseRouteHandler]) -> Litestar:
@@ -41,7 +38,7 @@ def create_sandbox_app(state: SandboxState, route_handlers: Sequence[BaseRouteHa
             state.authorizations.add(header)
 
     return Litestar(
-        route_handlers=[*route_handlers, _control_router(), fake_video],
+        route_handlers=[*route_handlers, _control_router(), video_file],
         before_request=record_authorization,
         dependencies={"sandbox": Provide(lambda: state, use_cache=True, sync_to_thread=False)},
         openapi_config=None,
@@ -109,13 +106,6 @@ def reset(sandbox: NamedDependency[SandboxState]) -> Stats:
 @get("/health", sync_to_thread=False)
 def health(sandbox: NamedDependency[SandboxState]) -> dict[str, str]:
     return {"status": "ok", "reseller": sandbox.name}
-
-
-@get("/files/{name:str}", sync_to_thread=False)
-def fake_video(name: FromPath[str]) -> Response[bytes]:
-    if not name.endswith(".mp4"):
-        return Response(b"not found", status_code=404, media_type=MediaType.TEXT)
-    return Response(FAKE_MP4, media_type="video/mp4")
 
 
 def _log_exception(exc: Exception, scope: Scope) -> None:

@@ -20,13 +20,14 @@ import uvicorn
 from litestar import Litestar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from providers.sandbox import apiinone, fal, ready, runapi
+from providers.sandbox import apiinone, fal, minimax, ready, runapi
 from providers.sandbox.connection import AbortableHttpToolsProtocol
 from providers.sandbox.engine import Knobs, SandboxState
 
 # Deliberately unlike real keys (RunAPI's are sk-…, API in One's aio_…).
 DEFAULT_RUNAPI_KEY = "sandbox-runapi-key"
 DEFAULT_APIINONE_KEY = "sandbox-apiinone-key"
+DEFAULT_MINIMAX_KEY = "sandbox-minimax-key"
 DEFAULT_FAL_KEY = "sandbox-fal-key"
 
 
@@ -41,9 +42,11 @@ class SandboxConfig(BaseModel):
     host: str = "127.0.0.1"
     runapi_port: int = Field(default=0, ge=0, le=65535)
     apiinone_port: int = Field(default=0, ge=0, le=65535)
+    minimax_port: int = Field(default=0, ge=0, le=65535)
     fal_port: int = Field(default=0, ge=0, le=65535)
     runapi_key: str = Field(default=DEFAULT_RUNAPI_KEY, min_length=1)
     apiinone_key: str = Field(default=DEFAULT_APIINONE_KEY, min_length=1)
+    minimax_key: str = Field(default=DEFAULT_MINIMAX_KEY, min_length=1)
     fal_key: str = Field(default=DEFAULT_FAL_KEY, min_length=1)
     knobs: Knobs = Knobs()
     graceful_shutdown_s: int = Field(default=2, ge=0)
@@ -157,6 +160,13 @@ class Sandbox:
             cfg.apiinone_port,
             cfg.graceful_shutdown_s,
         )
+        self.minimax = ResellerServer(
+            minimax.create_app,
+            SandboxState("minimax", cfg.minimax_key, cfg.knobs),
+            cfg.host,
+            cfg.minimax_port,
+            cfg.graceful_shutdown_s,
+        )
         self.fal = ResellerServer(
             fal.create_app,
             SandboxState("fal", cfg.fal_key, cfg.knobs),
@@ -168,12 +178,19 @@ class Sandbox:
     @property
     def servers(self) -> dict[str, ResellerServer]:
         """Every simulated reseller by kind."""
-        return {"runapi": self.runapi, "apiinone": self.apiinone, "fal": self.fal}
+        return {
+            "runapi": self.runapi,
+            "apiinone": self.apiinone,
+            "minimax": self.minimax,
+            "fal": self.fal,
+        }
 
     @property
     def ready_line(self) -> str:
         """The line ``python -m providers.sandbox`` prints once every server listens."""
-        return ready.format_line(self.runapi.url, self.apiinone.url, fal=self.fal.url)
+        return ready.format_line(
+            self.runapi.url, self.apiinone.url, minimax=self.minimax.url, fal=self.fal.url
+        )
 
     async def start(self) -> None:
         try:

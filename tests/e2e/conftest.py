@@ -22,6 +22,7 @@ import yaml
 from tests.sandbox_process import (
     APIINONE_KEY,
     FAL_KEY,
+    MINIMAX_KEY,
     RUNAPI_KEY,
     Running,
     start_sandbox,
@@ -36,10 +37,11 @@ ENV = {
     "GATEWAY_KEY_OTHER": OTHER_KEY,
     "RUNAPI_API_KEY": RUNAPI_KEY,
     "APIINONE_API_KEY": APIINONE_KEY,
+    "MINIMAX_API_KEY": MINIMAX_KEY,
     "FAL_KEY": FAL_KEY,
     "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET,
 }
-SECRETS = (CLIENT_KEY, OTHER_KEY, RUNAPI_KEY, APIINONE_KEY, FAL_KEY, WEBHOOK_SECRET)
+SECRETS = (CLIENT_KEY, OTHER_KEY, RUNAPI_KEY, APIINONE_KEY, MINIMAX_KEY, FAL_KEY, WEBHOOK_SECRET)
 
 
 def free_port() -> int:
@@ -67,11 +69,20 @@ class Sandbox:
         return self.running.apiinone_url
 
     @property
+    def minimax(self) -> str:
+        return self.running.minimax_url
+
+    @property
     def fal(self) -> str:
         return self.running.fal_url
 
     def url(self, which: str) -> str:
-        return {"runapi": self.runapi, "apiinone": self.apiinone, "fal": self.fal}[which]
+        return {
+            "runapi": self.runapi,
+            "apiinone": self.apiinone,
+            "minimax": self.minimax,
+            "fal": self.fal,
+        }[which]
 
     def stats(self, which: str) -> dict[str, Any]:
         counters: dict[str, Any] = httpx.get(f"{self.url(which)}/_sandbox/stats").json()["counters"]
@@ -91,8 +102,23 @@ class Sandbox:
         httpx.put(f"{self.url(which)}/_sandbox/knobs", json=knobs).raise_for_status()
 
     def reset(self) -> None:
-        for url in (self.runapi, self.apiinone, self.fal):
+        for url in (self.runapi, self.apiinone, self.minimax, self.fal):
             httpx.post(f"{url}/_sandbox/reset").raise_for_status()
+
+
+def minimax_provider(sandbox: Sandbox, **overrides: Any) -> dict[str, Any]:
+    """A MiniMax account on the simulated MiniMax, priced as the shipped config."""
+    config = {
+        "kind": "minimax",
+        "base_url": sandbox.minimax,
+        "api_key_env": "MINIMAX_API_KEY",
+        "timeout_s": 1.5,
+        "prices_usd": {
+            "hailuo-2.3": {"standard": {"6s_768P": 0.28, "10s_768P": 0.56, "6s_1080P": 0.49}},
+            "hailuo-2.3-fast": {"standard": {"6s_768P": 0.19, "10s_768P": 0.32, "6s_1080P": 0.33}},
+        },
+    }
+    return {**config, **overrides}
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +138,8 @@ def gateway_config(
     sandbox: Sandbox, redis_url: str | None, data_dir: Path, **overrides: Any
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "server": {"host": "127.0.0.1"},
+        # No drain on SIGTERM: tests stop many gateways (test_drain_e2e.py sets one).
+        "server": {"host": "127.0.0.1", "drain_s": 0},
         "redis": {"url": redis_url, "data_dir": str(data_dir)},
         "auth": {
             "keys": [
@@ -121,6 +148,8 @@ def gateway_config(
             ]
         },
         "status": {"poll_interval_s": 1},
+        # Finished videos are copied (the default) from the sandbox, which listens on loopback.
+        "storage": {"allow_private_sources": True},
         "log": {"level": "DEBUG"},
         "providers": {
             "runapi": {

@@ -36,7 +36,7 @@ def read_usage(process: subprocess.Popen[str], timeout_s: float = 30.0) -> list[
     raise AssertionError(f"no usage printed: {lines}")
 
 
-def test_demo_prints_a_create_and_a_read_command_that_work(tmp_path: Path) -> None:
+def test_demo_prints_text_and_image_create_commands_that_work(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo", "--config", str(ROOT / "config.yaml"),
@@ -45,26 +45,41 @@ def test_demo_prints_a_create_and_a_read_command_that_work(tmp_path: Path) -> No
     )  # fmt: skip
     try:
         lines = read_usage(process)
-        create = next(line for line in lines if line.startswith("ID=$(curl"))
+        creates = [line for line in lines if line.startswith("ID=$(curl")]
         read = next(line for line in lines if line.startswith("curl -s http"))
-        created = subprocess.run(
-            ["bash", "-c", f"{create}\n{read}"], capture_output=True, text=True, timeout=20
-        )
-        task_id, first = created.stdout.splitlines()[:2]
-        assert task_id.startswith("vid_")
-        assert json.loads(first)["id"] == task_id
-        deadline = time.monotonic() + 15
-        while True:
-            again = subprocess.run(
-                ["bash", "-c", f"ID={task_id}\n{read}"], capture_output=True, text=True, timeout=20
-            )
-            task = json.loads(again.stdout)
-            if task["status"] == "completed" or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert task["status"] == "completed"
-        assert task["video_url"]
+        assert len(creates) == 2  # text-to-video, then Fast image-to-video
+        tasks = [run_to_completion(create, read) for create in creates]
+        assert [t["mode"] for t in tasks] == ["text_to_video", "image_to_video"]
+        assert [t["model"] for t in tasks] == ["hailuo-2.3", "hailuo-2.3-fast"]
+        for task in tasks:  # the stored copies, served by the gateway
+            assert task["video_url"] == f"/v1/videos/{task['id']}/content"
+        download = next(line for line in lines if "/content" in line)
+        subprocess.run(["bash", "-c", f"ID={tasks[0]['id']}\n{download}"], cwd=tmp_path,
+                       timeout=20, check=True, capture_output=True)  # fmt: skip
+        assert (tmp_path / "video.mp4").read_bytes()[4:8] == b"ftyp"
         assert (tmp_path / ".gateway" / "appendonly.aof").exists()
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0
+
+
+def run_to_completion(create: str, read: str) -> dict[str, object]:
+    """Run the printed create and read commands, then read until the task is final."""
+    created = subprocess.run(
+        ["bash", "-c", f"{create}\n{read}"], capture_output=True, text=True, timeout=20
+    )
+    task_id, first = created.stdout.splitlines()[:2]
+    assert task_id.startswith("vid_")
+    assert json.loads(first)["id"] == task_id
+    deadline = time.monotonic() + 15
+    while True:
+        again = subprocess.run(
+            ["bash", "-c", f"ID={task_id}\n{read}"], capture_output=True, text=True, timeout=20
+        )
+        task: dict[str, object] = json.loads(again.stdout)
+        if task["status"] == "completed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert task["status"] == "completed", task
+    assert task["video_url"]
+    return task

@@ -29,7 +29,7 @@ import schemathesis
 from schemathesis.engine import events, from_schema
 from schemathesis.engine.statistic import Statistic
 
-from tests.e2e.conftest import CLIENT_KEY, Gateway, Sandbox, gateway_config
+from tests.e2e.conftest import CLIENT_KEY, Gateway, Sandbox, gateway_config, minimax_provider
 
 pytestmark = pytest.mark.e2e
 
@@ -149,13 +149,14 @@ def healthy_resellers(sandbox_process: Sandbox) -> None:
 def fuzz_gateway(
     sandbox_process: Sandbox, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    """The gateway as deployed, minus what would reach beyond 127.0.0.1: no webhook secret
-    (a fuzzed webhook_url would be resolved and called), no rate limit (429 is not under test
-    here, and would hide everything else)."""
+    """The gateway as deployed (RunAPI, API in One, MiniMax), minus what would reach beyond
+    127.0.0.1: no webhook secret (a fuzzed webhook_url would be resolved and called), no rate
+    limit (429 is not under test here, and would hide everything else)."""
     workdir: Path = tmp_path_factory.mktemp("fuzz")
     config = gateway_config(
         sandbox_process, redis_url, workdir / "data",
         webhooks={"secret_env": None}, log={"level": "INFO"},
+        providers={"minimax": minimax_provider(sandbox_process)},
     )  # fmt: skip
     gateway = Gateway(config, workdir, name="fuzz").start()
     yield gateway

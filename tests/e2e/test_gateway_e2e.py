@@ -47,7 +47,8 @@ def test_requests_go_to_the_cheaper_reseller_and_complete(
         for task in (six.json(), ten.json()):
             final = wait_final(client, task["id"])
             assert final["status"] == "completed"
-            assert final["video_url"].startswith("http://127.0.0.1:")
+            assert final["video_url"] == f"/v1/videos/{task['id']}/content"  # the stored copy
+            assert final["upstream_video_url"].startswith("http://127.0.0.1:")
     assert sandbox.stats("runapi")["accepted_creates"] == 1
     assert sandbox.stats("apiinone")["accepted_creates"] == 1
 

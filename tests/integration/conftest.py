@@ -5,7 +5,7 @@ in ``tests/e2e``."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from gateway.config import Settings, resolve_secrets, settings_from_mapping
 from providers.sandbox import apiinone as sandbox_apiinone
+from providers.sandbox import minimax as sandbox_minimax
 from providers.sandbox import runapi as sandbox_runapi
 from providers.sandbox.engine import Knobs, SandboxState
 from tests.scrape import Scrape
@@ -28,7 +29,26 @@ ENV = {
     "GATEWAY_KEY_OTHER": OTHER_KEY,
     "RUNAPI_API_KEY": "sandbox-runapi-key",
     "APIINONE_API_KEY": "sandbox-apiinone-key",
+    "MINIMAX_API_KEY": "sandbox-minimax-key",
 }
+MINIMAX_PRICES = {
+    "hailuo-2.3": {"standard": {"6s_768P": 0.28, "10s_768P": 0.56, "6s_1080P": 0.49}},
+    "hailuo-2.3-fast": {"standard": {"6s_768P": 0.19, "10s_768P": 0.32, "6s_1080P": 0.33}},
+}
+
+
+def minimax_config(**overrides: Any) -> dict[str, Any]:
+    """A MiniMax account on the simulated MiniMax (add it with ``providers={"minimax": …}``)."""
+    config = {
+        "kind": "minimax",
+        "base_url": "http://minimax.sandbox",
+        "api_key_env": "MINIMAX_API_KEY",
+        "timeout_s": 1,
+        "prices_usd": MINIMAX_PRICES,
+    }
+    return {**config, **overrides}
+
+
 WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNpZ25pbmcta2V5LTAwMDA="
 FAST = Knobs(queue_s=0.0, complete_after_s=0.0)
 IMAGE = "https://example.com/first-frame.png"
@@ -46,6 +66,9 @@ def base_config(redis_url: str) -> dict[str, Any]:
         },
         # Lookups drive refreshes here; tests of the background poller switch it on.
         "status": {"poll_interval_s": 1, "background_polling": False},
+        # Completed tasks keep the reseller's link here; tests/integration/test_stored_videos.py
+        # switches copies on (with a store of its own).
+        "storage": {"enabled": False},
         "providers": {
             "runapi": {
                 "kind": "runapi",
@@ -74,6 +97,20 @@ def base_config(redis_url: str) -> dict[str, Any]:
 ASGIApp = Callable[..., Awaitable[None]]
 
 
+class HostRouter(httpx.AsyncBaseTransport):
+    """Sends each request to the transport of its host: the simulated resellers' video links
+    (``http://runapi.sandbox/files/…``) reach their apps."""
+
+    def __init__(self, by_host: dict[str, httpx.AsyncBaseTransport]) -> None:
+        self._by_host = by_host
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._by_host.get(request.url.host)
+        if transport is None:
+            raise httpx.ConnectError(f"no such host {request.url.host}", request=request)
+        return await transport.handle_async_request(request)
+
+
 def asgi(app: Litestar | ASGIApp) -> httpx.ASGITransport:
     # Litestar's precise ASGI types do not unify with httpx's loose ones; the app is ASGI.
     return httpx.ASGITransport(app=app)  # type: ignore[arg-type]
@@ -85,6 +122,8 @@ class Harness:
     runapi: SandboxState
     apiinone: SandboxState
     settings: Settings
+    minimax: SandboxState = field(default_factory=lambda: SandboxState("minimax", "unused"))
+    """Behind every provider of kind ``minimax`` the harness is configured with."""
 
     def headers(self, key: str = CLIENT_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -108,7 +147,7 @@ class Harness:
 
     @property
     def upstream_creates(self) -> int:
-        return self.runapi.counters.create_calls + self.apiinone.counters.create_calls
+        return sum(s.counters.create_calls for s in (self.runapi, self.apiinone, self.minimax))
 
 
 MakeHarness = Callable[..., Any]
@@ -140,9 +179,16 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
             SandboxState("runapi", ENV["RUNAPI_API_KEY"], knobs),
             SandboxState("apiinone", ENV["APIINONE_API_KEY"], knobs),
         )
+        minimax = SandboxState("minimax", ENV["MINIMAX_API_KEY"], knobs)
+        minimax_transport = asgi(sandbox_minimax.create_app(minimax))
         transports = {
             "runapi": asgi(sandbox_runapi.create_app(runapi)),
             "apiinone": asgi(sandbox_apiinone.create_app(apiinone)),
+            **{
+                name: minimax_transport
+                for name, cfg in settings.providers.items()
+                if cfg.kind == "minimax"
+            },
         }
         env = {**ENV, "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET} if webhooks else ENV
         app = create_app(
@@ -150,11 +196,15 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
             resolve_secrets(settings, env),
             transports=transports,
             webhook_transport=asgi(webhooks) if webhooks else None,
+            video_transport=HostRouter(
+                {"runapi.sandbox": transports["runapi"], "apiinone.sandbox": transports["apiinone"]}
+            ),
         )
+        minimax.outbound = asgi(app)  # its callbacks reach this app, whatever the public URL
         client = AsyncTestClient(app)
         await client.__aenter__()
         opened.append(client)
-        return Harness(client, runapi, apiinone, settings)
+        return Harness(client, runapi, apiinone, settings, minimax)
 
     yield make
     for client in opened:

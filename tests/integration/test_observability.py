@@ -27,12 +27,15 @@ from gateway.config import resolve_secrets, settings_from_mapping
 from gateway.logs import JsonFormatter
 from gateway.metrics import (
     BUDGET_PERIODS,
+    COPY_OUTCOMES,
+    DELETION_OUTCOMES,
     ERROR_OUTCOMES,
     FAILOVER_REASONS,
     FINAL_STATUSES,
     HTTP_METHODS,
     OTHER,
     REDIS_OPERATIONS,
+    RELOAD_OUTCOMES,
     RESOLUTIONS,
     SUCCESS,
     TIERS,
@@ -174,7 +177,10 @@ async def test_an_ambiguous_submit_is_counted_for_its_provider(
     }
     app = create_app(settings, resolve_secrets(settings, ENV), transports=transports)
     async with AsyncTestClient(app) as client:
-        h = Harness(client, SandboxState("runapi", "unused", FAST), sandbox, settings)
+        h = Harness(
+            client, SandboxState("runapi", "unused", FAST), sandbox, settings,
+            SandboxState("minimax", "unused", FAST),
+        )  # fmt: skip
         response = await h.create({"prompt": "a quiet harbour", "image": IMAGE})
         assert response.json()["code"] == "upstream_outcome_unknown"
         s = await h.scrape()
@@ -216,7 +222,14 @@ def allowed_label_values(h: Harness) -> dict[str, set[str]]:
         "from_provider": providers,
         "to_provider": providers,
         "operation": {*SUCCESS, *REDIS_OPERATIONS},
-        "outcome": {*outcomes, *WEBHOOK_OUTCOMES, OTHER},
+        "outcome": {
+            *outcomes,
+            *WEBHOOK_OUTCOMES,
+            *COPY_OUTCOMES,
+            *DELETION_OUTCOMES,
+            *RELOAD_OUTCOMES,
+            OTHER,
+        },
         "reason": {*FAILOVER_REASONS, OTHER},
         "tier": {*TIERS, OTHER},
         "resolution": {*RESOLUTIONS, OTHER},

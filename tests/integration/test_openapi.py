@@ -12,7 +12,7 @@ import jsonschema_rs
 import pytest
 
 from gateway.schemas import WHITESPACE
-from tests.integration.conftest import IMAGE, Harness
+from tests.integration.conftest import IMAGE, Harness, minimax_config
 
 PROBLEM = "application/problem+json"
 JSON = "application/json"
@@ -52,9 +52,10 @@ async def test_openapi_documents_every_status_each_route_answers(harness: Harnes
         "200": JSON, "400": PROBLEM, "401": PROBLEM, "422": PROBLEM, "429": PROBLEM,
         "503": PROBLEM,
     }  # fmt: skip
-    assert answers(document, "/v1/callbacks/{provider}/{token}", "post") == {
-        "204": None, "400": PROBLEM, "404": PROBLEM, "503": PROBLEM,
-    }  # fmt: skip
+    for callbacks in ("/callbacks/{provider}/{token}", "/v1/callbacks/{provider}/{token}"):
+        assert answers(document, callbacks, "post") == {
+            "200": JSON, "204": None, "400": PROBLEM, "404": PROBLEM, "503": PROBLEM,
+        }  # fmt: skip
     assert answers(document, "/healthz", "get") == {"200": JSON}
     assert answers(document, "/readyz", "get") == {"200": JSON, "503": JSON}
 
@@ -155,6 +156,38 @@ async def test_request_schema_and_validators_agree(
     body = {"prompt": "a red fox", "image": IMAGE, **fields}
     assert validator.is_valid(body) is valid
     response = await harness.create(body)
+    refused = response.status_code in (400, 422) and response.json()["code"] == "invalid_request"
+    assert refused is not valid, response.text
+
+
+FAST_EDGES: list[tuple[dict[str, Any], bool]] = [
+    ({"prompt": "a red fox", "model": "hailuo-2.3-fast", "image": IMAGE}, True),
+    ({"prompt": "a red fox", "model": "hailuo-2.3-fast", "image": PNG}, True),
+    ({"prompt": "a red fox", "model": "hailuo-2.3-fast"}, False),
+    ({"prompt": "a red fox", "model": "hailuo-2.3-fast", "image": None}, False),
+    ({"prompt": "a red fox", "model": "hailuo-2.3"}, True),
+    ({"prompt": "a red fox", "image": None}, True),
+    (
+        {"prompt": "a red fox", "model": "hailuo-2.3-fast", "duration": 10, "resolution": "1080P"},
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "valid"), FAST_EDGES)
+async def test_image_only_models_are_refused_without_an_image_by_document_and_validators(
+    harness_factory: Any, body: dict[str, Any], valid: bool
+) -> None:
+    h: Harness = await harness_factory(providers={"minimax": minimax_config()})
+    document = await openapi(h)
+    assert document["components"]["schemas"]["CreateVideoRequest"]["properties"]["model"][
+        "enum"
+    ] == ["hailuo-2.3", "hailuo-2.3-fast"]
+    validator = jsonschema_rs.validator_for(
+        {"$ref": "#/components/schemas/CreateVideoRequest", "components": document["components"]}
+    )
+    assert validator.is_valid(body) is valid
+    response = await h.create(body)
     refused = response.status_code in (400, 422) and response.json()["code"] == "invalid_request"
     assert refused is not valid, response.text
 

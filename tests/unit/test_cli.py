@@ -63,3 +63,25 @@ def test_workers_rebuild_the_parents_settings_with_its_redis(tmp_path: Path) -> 
 def test_a_worker_app_outside_a_multi_worker_parent_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="gateway serve --workers"):
         worker_app(ENV)
+
+
+def test_reload_without_a_running_gateway_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "gateway.pid"
+    assert main(["reload", "--config", str(REPO_CONFIG), "--pid-file", str(missing)], {}) == 1
+    assert "no running gateway" in capsys.readouterr().err
+    missing.write_text("999999999\n")  # no such process
+    assert main(["reload", "--config", str(REPO_CONFIG), "--pid-file", str(missing)], {}) == 1
+    assert "is gone" in capsys.readouterr().err
+
+
+def test_reload_refuses_a_bad_file_before_signalling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "config.yaml"
+    bad.write_text("routing:\n  max_atempts: 2\n")
+    pid_file = tmp_path / "gateway.pid"
+    pid_file.write_text("1\n")  # init: must not be signalled
+    assert main(["reload", "--config", str(bad), "--pid-file", str(pid_file)], {}) == 2
+    assert "routing.max_atempts" in capsys.readouterr().err

@@ -11,6 +11,7 @@ ENV = {
     "GATEWAY_KEY_DEMO": "client-key-for-tests",
     "RUNAPI_API_KEY": "runapi-test-key",
     "APIINONE_API_KEY": "apiinone-test-key",
+    "MINIMAX_API_KEY": "minimax-test-key",
     "FAL_KEY": "fal-test-key",
 }
 
@@ -29,8 +30,8 @@ def test_shipped_config_loads_with_the_documented_defaults() -> None:
     assert settings.routing.strategy == "cheapest"
     assert settings.routing.circuit.failures_to_open == 5
     assert settings.status.poll_interval_s == 2
-    assert settings.providers["runapi"].price("standard", "10s_768P") == 0.50
-    assert settings.providers["apiinone"].price("pro", "6s_1080P") == 0.85
+    assert settings.providers["runapi"].price("hailuo-2.3", "standard", "10s_768P") == 0.50
+    assert settings.providers["apiinone"].price("hailuo-2.3", "pro", "6s_1080P") == 0.85
     assert settings.auth.keys[0].budget_usd is not None
     assert settings.auth.keys[0].budget_usd.day == 50
     assert settings.providers["runapi"].balance is not None
@@ -45,7 +46,7 @@ def test_env_overrides_a_nested_value_and_keeps_the_rest_of_the_file() -> None:
     assert settings.redis.url == "redis://127.0.0.1:6390/0"
     assert settings.routing.max_attempts == 2
     assert settings.routing.strategy == "cheapest"
-    assert set(settings.providers) == {"runapi", "apiinone", "fal"}
+    assert set(settings.providers) == {"runapi", "apiinone", "minimax", "fal"}
 
 
 def test_env_override_reaches_into_a_provider() -> None:
@@ -144,12 +145,82 @@ def test_missing_secret_fails_naming_key_and_variable() -> None:
 def test_disabled_provider_needs_no_key() -> None:
     settings = load_settings(REPO_CONFIG, {"GATEWAY_PROVIDERS__APIINONE__ENABLED": "false"})
     env = {k: v for k, v in ENV.items() if k != "APIINONE_API_KEY"}
-    assert set(resolve_secrets(settings, env).provider_keys) == {"runapi", "fal"}
+    assert set(resolve_secrets(settings, env).provider_keys) == {"runapi", "minimax", "fal"}
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "nope.yaml", {})
+
+
+def provider(tmp_path: Path, kind: str, extra: str) -> Path:
+    return write(
+        tmp_path,
+        f"providers:\n  p:\n    kind: {kind}\n    base_url: http://x\n    api_key_env: K\n{extra}",
+    )
+
+
+def test_a_tier_first_price_table_prices_hailuo_2_3(tmp_path: Path) -> None:
+    path = provider(tmp_path, "minimax", "    prices_usd: {standard: {6s_768P: 0.28}}\n")
+    cfg = load_settings(path, {}).providers["p"]
+    assert cfg.price("hailuo-2.3", "standard", "6s_768P") == 0.28
+    assert cfg.price("hailuo-2.3-fast", "standard", "6s_768P") is None
+    assert cfg.served_models == ("hailuo-2.3",)  # Fast has no price: not served
+
+
+def test_shipped_minimax_prices_are_keyed_by_model_and_standard_only() -> None:
+    cfg = load_settings(REPO_CONFIG, {}).providers["minimax"]
+    assert cfg.price("hailuo-2.3", "standard", "10s_768P") == 0.56
+    assert cfg.price("hailuo-2.3-fast", "standard", "6s_1080P") == 0.33
+    assert cfg.price("hailuo-2.3", "pro", "6s_768P") is None
+    assert cfg.served_models == ("hailuo-2.3", "hailuo-2.3-fast")
+    assert cfg.modes("hailuo-2.3") == ("image_to_video", "text_to_video")
+    assert cfg.modes("hailuo-2.3-fast") == ("image_to_video",)
+    assert cfg.takes_data_uri_images
+
+
+def test_a_table_mixing_tiers_and_models_is_refused(tmp_path: Path) -> None:
+    path = provider(
+        tmp_path,
+        "minimax",
+        "    prices_usd:\n      standard: {6s_768P: 0.28}\n"
+        "      hailuo-2.3-fast: {standard: {6s_768P: 0.19}}\n",
+    )
+    with pytest.raises(ConfigError, match=r"providers\.p\.prices_usd.*not both"):
+        load_settings(path, {})
+
+
+def test_a_price_for_a_model_the_kind_does_not_serve_is_refused(tmp_path: Path) -> None:
+    path = provider(
+        tmp_path, "runapi", "    prices_usd: {hailuo-2.3-fast: {standard: {6s_768P: 0.19}}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"prices_usd: kind 'runapi' does not serve"):
+        load_settings(path, {})
+
+
+def test_text_to_video_can_be_switched_off_for_minimax(tmp_path: Path) -> None:
+    path = provider(
+        tmp_path, "minimax", "    text_to_video: false\n    prices_usd: {standard: {6s_768P: 1}}\n"
+    )
+    assert load_settings(path, {}).providers["p"].modes("hailuo-2.3") == ("image_to_video",)
+
+
+def test_models_limits_what_a_minimax_account_is_sent(tmp_path: Path) -> None:
+    path = provider(
+        tmp_path,
+        "minimax",
+        "    models: [hailuo-2.3-fast]\n    prices_usd:\n"
+        "      hailuo-2.3: {standard: {6s_768P: 0.28}}\n"
+        "      hailuo-2.3-fast: {standard: {6s_768P: 0.19}}\n",
+    )
+    assert load_settings(path, {}).providers["p"].served_models == ("hailuo-2.3-fast",)
+
+
+def test_shipped_fal_prices_both_models_for_standard_only() -> None:
+    cfg = load_settings(REPO_CONFIG, {}).providers["fal"]
+    assert cfg.served_models == ("hailuo-2.3", "hailuo-2.3-fast")
+    assert cfg.price("hailuo-2.3-fast", "standard", "10s_768P") == 0.32
+    assert cfg.price("hailuo-2.3", "pro", "6s_1080P") is None
 
 
 def test_client_budgets_and_provider_balance_are_read_from_the_file(tmp_path: Path) -> None:

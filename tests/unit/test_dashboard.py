@@ -1,4 +1,5 @@
-"""``dashboards/gateway.json``: importable, and every query reads metrics that exist."""
+"""``dashboards/gateway.json``: importable, and every query parses (``promql-parser``, a real
+PromQL parser) and reads metrics and labels that ``gateway/metrics.py`` exports."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from dashboards.promql import label_names, metric_names, parse, substitute
-from gateway.metrics import Metrics
+from dashboards.prometheus import substitute
+from tests.unit.promql_names import exported, reads
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "gateway.json"
 VARIABLES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h", "provider": ".*"}
@@ -19,26 +20,6 @@ VARIABLES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h", "prov
 def dashboard() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     return loaded
-
-
-def exported() -> dict[str, set[str]]:
-    """Every sample name the gateway exports → the labels it carries."""
-    metrics = Metrics(["runapi", "apiinone"], clients=["demo"])
-    metrics.http_request("unmatched", "GET", 404, 0.01)  # HTTP series start with a request
-    metrics.budget("demo", "day", 1.0, 10.0)  # budget and balance series start once known
-    metrics.provider_balance("runapi", 100.0)
-    names: dict[str, set[str]] = {}
-    for family in metrics.registry.collect():
-        labels = {label for s in family.samples for label in s.labels} - {"le"}
-        if family.type == "counter":
-            names[f"{family.name}_total"] = labels
-        elif family.type == "histogram":
-            for suffix in ("_count", "_sum"):
-                names[family.name + suffix] = labels
-            names[f"{family.name}_bucket"] = labels | {"le"}
-        else:
-            names[family.name] = labels
-    return names
 
 
 def queries() -> list[tuple[str, str]]:
@@ -84,6 +65,10 @@ def test_dashboard_has_the_panels_operators_look_for() -> None:
         "gateway_provider_balance_usd",
         "gateway_price_routing_saving_usd_total",
         "gateway_budget_refusals_total",
+        "gateway_video_copies_total",
+        "gateway_video_copy_bytes_total",
+        "gateway_video_copy_duration_seconds_bucket",
+        "gateway_video_served_bytes_total",
     ):
         assert needle in text
     quantiles = {
@@ -94,11 +79,12 @@ def test_dashboard_has_the_panels_operators_look_for() -> None:
 
 @pytest.mark.parametrize(("title", "expr"), queries())
 def test_every_query_reads_exported_metrics_and_labels(title: str, expr: str) -> None:
-    parsed = parse(substitute(expr, VARIABLES))  # also: the renderer can draw it
+    metrics, labels = reads(substitute(expr, VARIABLES))  # promql-parser: raises if invalid
     names = exported()
-    for metric in metric_names(parsed):
+    assert metrics, f"{title}: reads no metric"
+    for metric in metrics:
         assert metric in names, f"{title}: {metric} is not exported"
-        assert label_names(parsed) <= names[metric], f"{title}: unknown label in {expr}"
+        assert labels <= names[metric], f"{title}: unknown label in {expr}"
     assert set(re.findall(r"gateway_[a-z0-9_]+", expr)) <= set(names)
 
 

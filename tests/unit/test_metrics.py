@@ -41,6 +41,12 @@ def test_every_metric_follows_the_naming_conventions() -> None:
         "gateway_circuit_state": "gauge",
         "gateway_redis_errors": "counter",
         "gateway_webhook_deliveries": "counter",
+        "gateway_config_reloads": "counter",
+        "gateway_video_copies": "counter",
+        "gateway_video_copy_bytes": "counter",
+        "gateway_video_copy_duration_seconds": "histogram",
+        "gateway_video_served_bytes": "counter",
+        "gateway_video_deletions": "counter",
     }
     for family in families:
         for sample in family.samples:
@@ -300,3 +306,21 @@ def test_redis_errors_and_webhook_deliveries_count_by_their_word() -> None:
 def test_exposition_is_the_prometheus_text_format() -> None:
     assert CONTENT_TYPE.startswith("text/plain; version=")
     assert Metrics(PROVIDERS).exposition().startswith(b"# HELP ")
+
+
+def test_stored_video_series_start_at_zero_and_count_copies_bytes_and_time() -> None:
+    metrics = Metrics(PROVIDERS)
+    s = scrape(metrics)
+    for outcome in ("stored", "retried", "gave_up"):
+        assert s.value("gateway_video_copies_total", outcome=outcome) == 0
+    assert s.value("gateway_video_copy_bytes_total") == 0
+    metrics.video_copy("retried")
+    metrics.video_stored(5_000_000, 1.5)
+    metrics.video_served(1_000)
+    metrics.video_deletion("deleted")
+    s = scrape(metrics)
+    assert s.nonzero("gateway_video_copies_total", "outcome") == {("retried",): 1, ("stored",): 1}
+    assert s.value("gateway_video_copy_bytes_total") == 5_000_000
+    assert s.value("gateway_video_copy_duration_seconds_sum") == 1.5
+    assert s.value("gateway_video_served_bytes_total") == 1_000
+    assert s.value("gateway_video_deletions_total", outcome="deleted") == 1

@@ -12,6 +12,7 @@ from providers.apiinone import APIInOneProvider
 from providers.base import Provider, ProviderSettings
 from providers.capabilities import KINDS
 from providers.fal import FalProvider
+from providers.minimax import MiniMaxProvider
 from providers.registry import PROVIDER_KINDS, build_provider
 from providers.runapi import RunAPIProvider
 
@@ -22,7 +23,12 @@ def settings() -> ProviderSettings:
 
 @pytest.mark.parametrize(
     ("kind", "cls"),
-    [("runapi", RunAPIProvider), ("apiinone", APIInOneProvider), ("fal", FalProvider)],
+    [
+        ("runapi", RunAPIProvider),
+        ("apiinone", APIInOneProvider),
+        ("minimax", MiniMaxProvider),
+        ("fal", FalProvider),
+    ],
 )
 async def test_build_provider_returns_the_adapter_registered_for_its_kind(
     kind: str, cls: type[Provider]
@@ -39,6 +45,7 @@ def test_every_registered_class_declares_its_own_kind() -> None:
     assert {kind: cls.kind for kind, cls in PROVIDER_KINDS.items()} == {
         "runapi": "runapi",
         "apiinone": "apiinone",
+        "minimax": "minimax",
         "fal": "fal",
     }
 
@@ -65,5 +72,5 @@ def test_reading_the_config_does_not_import_the_adapters_http_stack() -> None:
 
 
 def test_build_provider_rejects_an_unknown_kind_naming_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"'replicate'.*apiinone, fal, runapi"):
+    with pytest.raises(ValueError, match=r"'replicate'.*apiinone, fal, minimax, runapi"):
         build_provider("replicate", settings())

@@ -130,3 +130,21 @@ def test_routing_overrides_refuse_unknown_strategy_and_fields() -> None:
 
 def test_tier_must_be_standard_or_pro() -> None:
     assert invalid({"prompt": "p", "tier": "ultra"}) == {"tier"}
+
+
+@pytest.mark.parametrize("image", [None, "absent"])
+def test_fast_without_an_image_is_refused_naming_image(image: str | None) -> None:
+    body: dict[str, Any] = {"prompt": "x", "model": "hailuo-2.3-fast"}
+    if image is None:
+        body["image"] = None
+    with pytest.raises(ValidationError) as caught:
+        CreateVideoRequest.model_validate(body)
+    assert [e["loc"] for e in caught.value.errors()] == [("image",)]
+
+
+def test_fast_with_an_image_and_hailuo_without_one_are_accepted() -> None:
+    fast = CreateVideoRequest.model_validate(
+        {"prompt": "x", "model": "hailuo-2.3-fast", "image": "https://example.com/a.png"}
+    )
+    text = CreateVideoRequest.model_validate({"prompt": "x"})
+    assert (fast.model, text.image) == ("hailuo-2.3-fast", None)

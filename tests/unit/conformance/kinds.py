@@ -17,7 +17,9 @@ from pydantic import SecretStr
 
 from providers.apiinone import APIInOneProvider
 from providers.base import ProviderSettings, TaskStatus, VideoJob
+from providers.errors import mentions_content_refusal
 from providers.fal import FalProvider
+from providers.minimax import MiniMaxProvider
 from providers.registry import ProviderClass
 from providers.runapi import RunAPIProvider
 from tests.unit.adapter_helpers import IMAGE, KEY, envelope, job
@@ -292,5 +294,86 @@ class Fal(Kind):
         router.get(FAL_APP).respond(422, json={"detail": [flagged]})
 
 
-KINDS: tuple[Kind, ...] = (RunAPI(), APIInOne(), Fal())
+MINIMAX_FILE = "205258526306433"
+
+
+class MiniMax(Kind):
+    """Business errors come as HTTP 200 with ``base_resp.status_code`` (providers.md)."""
+
+    name = "minimax"
+    adapter = MiniMaxProvider
+    base = "https://minimax.test"
+    auth_header = f"Bearer {KEY}"
+    create_path = "/v1/video_generation"
+    upstream_id = "106916112212032"
+    status_path = "/v1/query/video_generation"
+    created = {"task_id": upstream_id, "base_resp": {"status_code": 0, "status_msg": "success"}}
+    status_words = (
+        ("Preparing", TaskStatus.QUEUED),
+        ("Queueing", TaskStatus.QUEUED),
+        ("Processing", TaskStatus.IN_PROGRESS),
+        ("Success", TaskStatus.COMPLETED),
+        ("Fail", TaskStatus.FAILED),
+    )
+    content_refused_at = "create"
+    BUSINESS: ClassVar[dict[int, int]] = {400: 2013, 401: 1004, 402: 1008, 429: 1002}
+    """The failures MiniMax reports under HTTP 200, by the HTTP status they stand for."""
+
+    @property
+    def wire(self) -> tuple[WireCase, ...]:
+        cases = []
+        for model, wire_model in (("hailuo-2.3", "MiniMax-Hailuo-2.3"),
+                                  ("hailuo-2.3-fast", "MiniMax-Hailuo-2.3-Fast")):  # fmt: skip
+            images: tuple[str | None, ...] = (IMAGE, DATA_URI)
+            if model == "hailuo-2.3":
+                images += (None,)
+            for image in images:
+                for duration, resolution in ((6, "768P"), (10, "768P"), (6, "1080P")):
+                    body: dict[str, object] = {"model": wire_model, "prompt": PROMPT}
+                    if image:
+                        body["first_frame_image"] = image
+                    body |= {"duration": duration, "resolution": resolution}
+                    form = {IMAGE: "url", DATA_URI: "data-uri", None: "text"}[image]
+                    cases.append(
+                        WireCase(
+                            id=f"{model}-{form}-{duration}s-{resolution}",
+                            job=job(
+                                model=model, image=image, duration=duration, resolution=resolution
+                            ),
+                            path=self.create_path,
+                            body=body,
+                        )
+                    )
+        return tuple(cases)
+
+    @property
+    def refused(self) -> tuple[VideoJob, ...]:
+        return (job(model="hailuo-2.3-fast", image=None), job(model="hailuo-9"))
+
+    def error(self, http_status: int, message: str) -> tuple[int, object]:
+        code = self.BUSINESS.get(http_status)
+        if http_status == 422:
+            code = 1026 if mentions_content_refusal(message) else 2013
+        if code is None:  # an HTTP failure from the edge (403, 404, 5xx)
+            return http_status, {"base_resp": {"status_code": 1000, "status_msg": message}}
+        return 200, {"task_id": "", "base_resp": {"status_code": code, "status_msg": message}}
+
+    def serve_status(
+        self, router: respx.MockRouter, word: str, expected: TaskStatus, video: str | None,
+        error: str | None,
+    ) -> None:  # fmt: skip
+        ok = {"status_code": 0, "status_msg": "success"}
+        body: dict[str, object] = {"task_id": self.upstream_id, "status": word, "base_resp": ok}
+        if video:
+            body["file_id"] = MINIMAX_FILE
+            file = {"file_id": MINIMAX_FILE, "download_url": video}
+            router.get("/v1/files/retrieve", params={"file_id": MINIMAX_FILE}).respond(
+                200, json={"file": file, "base_resp": ok}
+            )
+        if error:
+            body["error_message"] = error
+        router.get(self.status_path, params={"task_id": self.upstream_id}).respond(200, json=body)
+
+
+KINDS: tuple[Kind, ...] = (RunAPI(), APIInOne(), Fal(), MiniMax())
 """Every kind the suite runs against."""

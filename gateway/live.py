@@ -1,0 +1,163 @@
+"""Settings that change without a restart (``SIGHUP``, ``gateway reload``).
+
+:class:`LiveSettings` holds the settings in force; the router, the rate limiter and the
+provider catalogue read it on every request, so a reload reaches them at once. A reload reads
+the file again (:class:`Reloader`); a file that does not load or validate changes nothing (the
+running settings stay, and the log says why). Of a valid file, the keys in :data:`LIVE_KEYS`
+take effect; every other changed key (listen address, Redis URL, workers, timeouts, client
+keys…) keeps its running value until a restart, and the log names each one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from gateway.config import ConfigError, Settings
+from gateway.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+LIVE_KEYS: Final = (
+    "routing.strategy",
+    "routing.max_attempts",
+    "routing.failover_on_timeout",
+    "providers.*.enabled",
+    "providers.*.priority",
+    "providers.*.weight",
+    "providers.*.prices_usd",
+    "providers.*.prices_usd.*",
+    "auth.keys.*.rate_per_minute",
+    "auth.keys.*.budget_usd",
+    "auth.keys.*.budget_usd.*",
+)
+"""Dotted keys (``*``: a provider name, a client's index, a price key) a reload applies."""
+
+_ABSENT: Final = object()
+Tree = dict[str, Any]
+
+
+class LiveSettings:
+    """The settings in force. ``started``: the providers that have an adapter (those enabled
+    at start); enabling any other one needs a restart."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.started = frozenset(name for name, p in settings.providers.items() if p.enabled)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def rate_limits(self) -> Mapping[str, int | None]:
+        return {key.name: key.rate_per_minute for key in self._settings.auth.keys}
+
+    def apply(self, new: Settings) -> tuple[list[str], list[str]]:
+        """Take ``new``'s live keys; returns (keys applied, changed keys left for a restart)."""
+        old_tree, new_tree = _dump(self._settings), _dump(new)
+        applied, fixed = [], []
+        for path in _changed(old_tree, new_tree):
+            if self._is_live(path, new):
+                applied.append(path)
+            else:
+                fixed.append(path)
+                _put(new_tree, path, _get(old_tree, path))
+        if applied:
+            try:
+                self._settings = Settings.model_validate(new_tree)
+            except ValidationError as exc:  # live keys mixed with kept ones: refuse them all
+                raise ConfigError(f"the reloaded settings do not fit together: {exc}") from exc
+        return applied, fixed
+
+    def _is_live(self, path: str, new: Settings) -> bool:
+        if not any(fnmatch.fnmatchcase(path, pattern) for pattern in LIVE_KEYS):
+            return False
+        parts = path.split(".")
+        if parts[0] == "providers" and parts[2] == "enabled":
+            return parts[1] in self.started or not new.providers[parts[1]].enabled
+        return True
+
+
+class Reloader:
+    """Re-reads the settings with ``read`` (the same file and overrides as at start) and applies
+    them to ``live``. Never raises: a refused reload is logged and counted."""
+
+    def __init__(
+        self, live: LiveSettings, read: Callable[[], Settings], *, metrics: Metrics
+    ) -> None:
+        self._live = live
+        self._read = read
+        self._metrics = metrics
+
+    def reload(self) -> bool:
+        try:
+            applied, fixed = self._live.apply(self._read())
+        except ConfigError as exc:
+            return self._refuse(str(exc))
+        self._metrics.config_reload("applied")
+        logger.warning(
+            "config reloaded",
+            extra={"applied": applied, "needs_restart": fixed},
+        )
+        if fixed:
+            logger.warning(
+                "changed keys that cannot change live keep their running values until a "
+                "restart: " + ", ".join(fixed),
+                extra={"needs_restart": fixed},
+            )
+        return True
+
+    def _refuse(self, why: str) -> bool:
+        self._metrics.config_reload("refused")
+        logger.error(
+            "config reload refused; the running config stays: " + why, extra={"error": why}
+        )
+        return False
+
+
+def _dump(settings: Settings) -> Tree:
+    tree: Tree = settings.model_dump(mode="json")
+    return tree
+
+
+def _changed(old: Any, new: Any, prefix: str = "") -> Iterator[str]:
+    """The dotted paths where ``old`` and ``new`` differ: mappings key by key, lists of the
+    same length item by item; anything else (or lists of different lengths) as one value."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys()):
+            a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+            if a != b:
+                yield from _changed(a, b, f"{prefix}{key}.")
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            if a != b:
+                yield from _changed(a, b, f"{prefix}{index}.")
+    elif old != new:
+        yield prefix.rstrip(".")
+
+
+def _get(tree: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(tree, list):
+            tree = tree[int(part)]
+        elif isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        else:
+            return _ABSENT
+    return tree
+
+
+def _put(tree: Any, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        tree = tree[int(part)] if isinstance(tree, list) else tree[part]
+    if isinstance(tree, list):
+        tree[int(last)] = value
+    elif value is _ABSENT:
+        del tree[last]
+    else:
+        tree[last] = value

@@ -1,0 +1,145 @@
+"""Reload without restart: a real ``gateway serve`` process re-reads its config file on
+``SIGHUP`` (or ``gateway reload``): prices, enabled flags and rate limits change at once; a bad
+file keeps the running config; keys that cannot change live are named in the log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.conftest import (
+    CLIENT_KEY,
+    ENV,
+    Gateway,
+    Sandbox,
+    _base_env,
+    gateway_config,
+)
+from tests.scrape import Scrape
+
+pytestmark = pytest.mark.e2e
+BODY = {"prompt": "a lighthouse at dusk", "image": "https://example.com/first-frame.png"}
+FRESH = {"Authorization": f"Bearer {CLIENT_KEY}", "Connection": "close"}
+
+
+def _prices(gateway: Gateway) -> dict[str, Any]:
+    with gateway.client() as client:
+        listed = client.get("/v1/providers").json()["data"]
+    return {p["name"]: (p["enabled"], p["prices_usd"]["standard"]["6s_768P"]) for p in listed}
+
+
+def _wait_log(gateway: Gateway, needle: str, count: int = 1, timeout_s: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while gateway.logs().count(needle) < count:
+        assert time.monotonic() < deadline, f"no {needle!r} in the log: {gateway.logs()[-2000:]}"
+        time.sleep(0.05)
+    return gateway.logs()
+
+
+def _reload_cli(gateway: Gateway) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "reload", "--config", str(gateway.config_path)],
+        capture_output=True, text=True, timeout=30, cwd=gateway.workdir,
+        env={**_base_env(), **ENV, **gateway.env},
+    )  # fmt: skip
+
+
+def _edited(config: dict[str, Any]) -> dict[str, Any]:
+    changed: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config))
+    changed["providers"]["runapi"]["prices_usd"]["standard"]["6s_768P"] = 0.2
+    changed["providers"]["apiinone"]["enabled"] = False
+    changed["auth"]["keys"][0]["rate_per_minute"] = 3
+    changed["server"]["max_body_bytes"] = 65536  # cannot change live: named in the log
+    return changed
+
+
+def test_gateway_reload_applies_prices_enabled_flags_and_rate_limits_live(
+    sandbox: Sandbox, redis_url: str, tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    config = gateway_config(sandbox, redis_url, tmp_path / "data")
+    gateway = Gateway(config, tmp_path)
+    gateways.append(gateway.start())
+    pid_before = gateway.process.pid if gateway.process else None
+    assert (tmp_path / "data" / "gateway.pid").read_text().strip() == str(pid_before)
+    assert _prices(gateway) == {"runapi": (True, 0.30), "apiinone": (True, 0.32)}
+    with gateway.client() as client:
+        assert all(client.get("/v1/providers").status_code == 200 for _ in range(6))
+
+    gateway.config_path.write_text(yaml.safe_dump(_edited(config)))
+    result = _reload_cli(gateway)
+    assert result.returncode == 0, result.stderr
+    logs = _wait_log(gateway, "config reloaded")
+
+    assert "server.max_body_bytes" in logs.split("config reloaded", 1)[1]
+    assert _prices(gateway) == {"runapi": (True, 0.2), "apiinone": (False, 0.32)}
+    with gateway.client() as client:
+        created = client.post("/v1/videos", json=BODY)
+        assert (created.json()["provider"], created.json()["price_usd"]) == ("runapi", 0.2)
+        refused = client.post("/v1/videos", json={**BODY, "routing": {"providers": ["apiinone"]}})
+        assert refused.json()["code"] == "unsupported", refused.text  # apiinone is disabled
+        statuses = [client.get("/v1/providers").status_code for _ in range(3)]
+    assert 429 in statuses  # 3 a minute now; before the reload, unlimited
+    assert gateway.process is not None
+    assert gateway.process.pid == pid_before  # the same process: no restart
+    assert (
+        Scrape(httpx.get(f"{gateway.url}/metrics").text).value(
+            "gateway_config_reloads_total", outcome="applied"
+        )
+        == 1
+    )
+
+
+def test_a_bad_file_keeps_the_running_config_and_says_why(
+    sandbox: Sandbox, redis_url: str, tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    config = gateway_config(sandbox, redis_url, tmp_path / "data")
+    gateway = Gateway(config, tmp_path)
+    gateways.append(gateway.start())
+    bad = _edited(config)
+    bad["providers"]["runapi"]["prices_usd"]["standard"]["6s_768P"] = -1
+    gateway.config_path.write_text(yaml.safe_dump(bad))
+    assert gateway.process is not None
+    os.kill(gateway.process.pid, signal.SIGHUP)
+
+    logs = _wait_log(gateway, "config reload refused")
+    assert "a price must be positive" in logs
+    assert _prices(gateway) == {"runapi": (True, 0.30), "apiinone": (True, 0.32)}
+    assert (
+        Scrape(httpx.get(f"{gateway.url}/metrics").text).value(
+            "gateway_config_reloads_total", outcome="refused"
+        )
+        == 1
+    )
+    cli = _reload_cli(gateway)  # the CLI checks the file first and does not signal
+    assert cli.returncode == 2
+    assert "a price must be positive" in cli.stderr
+    time.sleep(0.3)
+    assert gateway.logs().count("config reload refused") == 1
+
+
+def test_workers_each_reload_when_the_parent_gets_sighup(
+    sandbox: Sandbox, redis_url: str, tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    config = gateway_config(sandbox, redis_url, tmp_path / "data")
+    gateway = Gateway(config, tmp_path, args=["--workers", "2"])
+    gateways.append(gateway.start(timeout_s=40))
+    gateway.config_path.write_text(yaml.safe_dump(_edited(config)))
+    assert _reload_cli(gateway).returncode == 0
+    _wait_log(gateway, "config reloaded", count=2)  # one line per worker
+
+    # A new connection per request, so both workers answer some of them.
+    for _ in range(8):
+        listed = httpx.get(f"{gateway.url}/v1/providers", headers=FRESH, timeout=5)
+        if listed.status_code == 429:
+            continue
+        prices = {p["name"]: p["prices_usd"]["standard"]["6s_768P"] for p in listed.json()["data"]}
+        assert prices["runapi"] == 0.2
