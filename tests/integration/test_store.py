@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from redis.asyncio import Redis
 
@@ -94,12 +96,15 @@ async def test_claimed_schedule_entries_are_taken_over_when_the_lease_runs_out(
 ) -> None:
     store = TaskStore(redis, ttl_s=60)
     record = new_record()
-    await store.create(record, check_at=0)
-    assert await store.claim_due("poll", now=10, lease_s=5, limit=10) == [record.id]
+    # Times an hour ahead: a background poller left running by another test (claiming by
+    # the real clock) cannot take the entry in between.
+    at = time.time() + 3600
+    await store.create(record, check_at=at)
+    assert await store.claim_due("poll", now=at + 10, lease_s=5, limit=10) == [record.id]
     # Leased to the first claimer: nobody else gets it before the lease ends...
-    assert await store.claim_due("poll", now=14, lease_s=5, limit=10) == []
+    assert await store.claim_due("poll", now=at + 14, lease_s=5, limit=10) == []
     # ...and if that claimer died, the next instance takes it over.
-    assert await store.claim_due("poll", now=15, lease_s=5, limit=10) == [record.id]
+    assert await store.claim_due("poll", now=at + 15, lease_s=5, limit=10) == [record.id]
 
 
 async def test_a_final_task_is_finalized_once_and_never_overwritten(redis: Redis) -> None:
