@@ -167,9 +167,16 @@ class VideoCopier:
                                         f"{state.last_error or 'none'}")  # fmt: skip
             return
         started = time.perf_counter()
+        left_s = state.started_at + self._settings.copy_deadline_s - time.time()
+        deadline = asyncio.timeout(left_s)
         try:
-            async with self._leased(task_id):
+            async with self._leased(task_id), deadline:
                 stored = await self._transfer(record)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            await self._give_up(record, "still copying at storage.copy_deadline_s")
+            return
         except VideoRejected as exc:
             await self._give_up(record, str(exc))
             return

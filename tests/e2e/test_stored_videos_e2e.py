@@ -18,7 +18,7 @@ import obstore
 import pytest
 
 from providers.sandbox.videos import video_body
-from tests.e2e.conftest import Gateway, Sandbox, gateway_config, wait_final
+from tests.e2e.conftest import CLIENT_KEY, Gateway, Sandbox, gateway_config, wait_final
 from tests.scrape import Scrape
 from tests.seaweedfs import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS, start_seaweedfs
 
@@ -98,6 +98,9 @@ def test_s3_copy_is_served_with_ranges_after_the_resellers_link_died(
         assert part.content == video[1000:2000]
         assert part.headers["content-range"] == f"bytes 1000-1999/{size}"
     assert sandbox.stats("runapi")["video_downloads"] == 2  # the copy and the probe above
+    seen = httpx.get(f"{sandbox.runapi}/_sandbox/stats").json()["authorizations"]
+    assert seen  # the API calls carried the reseller's key…
+    assert not any(CLIENT_KEY in header for header in seen)  # …and no client key went there
 
 
 @pytest.mark.seaweedfs
@@ -169,3 +172,33 @@ def test_a_download_cut_short_is_retried_and_then_stored_in_local_files(
     scrape = Scrape(httpx.get(f"{gw.url}/metrics").text)
     assert scrape.value("gateway_video_copies_total", outcome="retried") >= 1
     assert scrape.value("gateway_video_copies_total", outcome="stored") == 1
+
+
+@pytest.mark.seaweedfs
+def test_the_store_going_down_mid_copy_is_retried_then_the_resellers_link_is_kept(
+    sandbox: Sandbox, redis_url: str, tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    own = tmp_path / "own-seaweedfs"
+    own.mkdir()
+    weed = start_seaweedfs(own)  # this test's own server, stopped in the middle
+    try:
+        sandbox.knobs("runapi", video_bytes=12_000_000, video_bytes_per_s=2_000_000)  # ~6 s
+        gw = start(gateways, sandbox, redis_url, tmp_path, **s3_storage(weed, copy_deadline_s=8))
+        with gw.client() as client:
+            task_id = client.post("/v1/videos", json=BODY).json()["id"]
+            deadline = time.monotonic() + 15
+            while sandbox.stats("runapi")["video_downloads"] == 0:
+                assert time.monotonic() < deadline, "the copy never started"
+                time.sleep(0.1)
+            time.sleep(1.0)  # some parts are uploaded
+            weed.stop()
+            task = wait_final(client, task_id, timeout_s=30)
+        assert task["video_url"] == task["upstream_video_url"]
+        assert task["expires_at"] is None
+        scrape = Scrape(httpx.get(f"{gw.url}/metrics").text)
+        assert scrape.value("gateway_video_copies_total", outcome="retried") >= 1
+        assert scrape.value("gateway_video_copies_total", outcome="gave_up") == 1
+        assert scrape.value("gateway_video_copies_total", outcome="stored") == 0
+        assert "video not copied; the task keeps the reseller's link" in gw.logs()
+    finally:
+        weed.stop()

@@ -173,6 +173,19 @@ async def test_a_video_over_max_bytes_is_not_stored(
     assert files(tmp_path) == []
 
 
+async def test_a_copy_still_running_at_the_deadline_is_given_up(
+    harness_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    slow = Knobs(queue_s=0, complete_after_s=0, video_bytes=VIDEO_BYTES, video_bytes_per_s=50_000)
+    h = await stored_harness(harness_factory, tmp_path, knobs=slow, copy_deadline_s=1.5)
+    started = time.monotonic()
+    task = await completed(h, (await h.create(BODY)).json()["id"])
+    assert time.monotonic() - started < 5  # not the 6 s the download would take
+    assert task["video_url"] == task["upstream_video_url"]
+    assert files(tmp_path) == []
+    assert (await h.scrape()).value("gateway_video_copies_total", outcome="gave_up") == 1
+
+
 async def test_store_down_during_the_copy_is_retried_then_the_resellers_link_is_kept(
     harness_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
