@@ -211,7 +211,12 @@ def run_topologies(
     runs = topologies.run(args, stack, workdir, options_of(args, tool))
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     machine = ", ".join(f"{k} {v}" for k, v in host.items())
-    settings = f"{tool_label(tool, args)}; {settings_line(args)}; {machine}"
+    settings = (
+        f"{tool_label(tool, args)}; {args.duration:g} s measured per run after "
+        f"{args.warmup:g} s warm-up, {args.concurrency} connections, {args.final_tasks} final "
+        f"tasks looked up, {args.poll_tasks} rendering tasks polled, status.poll_interval_s "
+        f"{args.poll_interval:g}, {workers_label(args.workers)}; {machine}"
+    )
     section = topologies.markdown(runs, settings, date)
     print()
     print(section)

