@@ -192,7 +192,7 @@ def gateway_config(runapi_url: str, redis_url: str, data_dir: Path, poll_interva
     """The gateway's config: RunAPI (the sandbox) only, so every create takes the direct path's
     route; INFO logs, as shipped; no client rate limit."""
     return {
-        "server": {"host": HOST},
+        "server": {"host": HOST, "drain_s": 0},  # stopped by SIGTERM: no drain needed
         "redis": {"url": redis_url, "data_dir": str(data_dir)},
         "auth": {"keys": [{"name": "bench", "key_env": "GATEWAY_KEY_BENCH"}]},
         "status": {"poll_interval_s": poll_interval_s},

@@ -368,7 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     gateway_port = free_port()
     try:
         with running(f"127.0.0.1:{gateway_port}", args.scrape_s, free_port()) as prometheus:
-            run = record(gateway_port, seconds=args.seconds, linger_s=2 * args.scrape_s)
+            run = record(
+                gateway_port,
+                seconds=args.seconds,
+                linger_s=2 * args.scrape_s,
+                ready=prometheus.wait_scraping,
+            )
             draw(board, prometheus, run, args.scrape_s, args.out)
     except PrometheusMissing as exc:
         print(f"render: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,12 +120,14 @@ def _gateway_config(port: int, runapi: str, apiinone: str, data_dir: Path) -> di
         for name, url in (("runapi", runapi), ("apiinone", apiinone))
     }
     return {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {"host": "127.0.0.1", "port": port, "drain_s": 0},
         "redis": {"url": None, "data_dir": str(data_dir)},
         "auth": {"keys": [{"name": "render", "key_env": "GATEWAY_KEY_RENDER"}]},
         "routing": {"circuit": {"failures_to_open": 5, "cooldown_s": 10}},
         "status": {"poll_interval_s": 1},
         "log": {"level": "WARNING"},
+        # The simulated resellers' video links are on loopback: let the copier fetch them.
+        "storage": {"allow_private_sources": True},
         "providers": providers,
     }
 
@@ -282,10 +284,16 @@ async def _drive(
 
 
 def record(
-    port: int, seconds: float = 240, rate: float = 2.0, seed: int = 7, linger_s: float = 0.0
+    port: int,
+    seconds: float = 240,
+    rate: float = 2.0,
+    seed: int = 7,
+    linger_s: float = 0.0,
+    ready: Callable[[], None] | None = None,
 ) -> Recorded:
-    """Run the scripted workload against real processes, the gateway on ``port``; keep them
-    up ``linger_s`` more seconds (for a last scrape)."""
+    """Run the scripted workload against real processes, the gateway on ``port``; ``ready``
+    is called once the gateway answers, before any traffic (to wait for a first scrape); the
+    processes stay up ``linger_s`` more seconds after the traffic (for a last scrape)."""
     with (
         tempfile.TemporaryDirectory(prefix="gateway-render-") as tmp,
         _processes(Path(tmp), port) as (
@@ -294,6 +302,8 @@ def record(
             apiinone,
         ),
     ):
+        if ready is not None:
+            ready()
         recorded = asyncio.run(
             _drive(url, {"runapi": runapi, "apiinone": apiinone}, seconds, rate, seed)
         )

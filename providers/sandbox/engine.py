@@ -14,6 +14,7 @@ Three prompt markers let one set of knobs serve many tests:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -213,6 +214,16 @@ class SandboxState:
         task = asyncio.get_running_loop().create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+    async def until_final(self, task: SimTask) -> bool:
+        """Sleep until ``task`` is final; False when the server starts stopping first (or the
+        task never ends), so a reseller's own requests never delay a shutdown."""
+        if task.complete_after_s is None:
+            return False
+        wait = task.created_at + task.complete_after_s - self.now()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=max(0.0, wait) + 0.01)
+        return not self.stopping.is_set()
 
     def reset(self) -> None:
         self.knobs = self.initial_knobs

@@ -9,6 +9,10 @@ refusals surface when the run ends, as the result call's model error (``422 {"de
 [{"loc", "msg", "type"}]}``); a failed generation is a request error (``500 {"detail",
 "error_type"}`` with ``X-Fal-Error-Type``). The result call before the end answers ``400``.
 
+With ``?fal_webhook=<url>`` on the submit, the finished run is POSTed there once, as fal does:
+``{"request_id", "gateway_request_id", "status": "OK"|"ERROR", "payload"}`` (counted in
+``callbacks_sent``; unsigned here, a hint for the receiver).
+
 The ``url_base`` knob makes the answers name another origin (a client that follows it sends
 its key where it should not: the other server's ``/_sandbox/stats`` lists what it received).
 Result calls count as status calls.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
+import httpx
 from litestar import Litestar, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.enums import MediaType
@@ -132,6 +137,9 @@ async def submit(
         resolution=QUALITIES[quality],
     )
     task = sandbox.accept(str(uuid.uuid4()), spec, refusal=refusal)
+    webhook = request.query_params.get("fal_webhook")
+    if webhook:
+        sandbox.spawn(_notify_when_done(sandbox, task, webhook, video_url(request, task.task_id)))
     base = _announced_base(request, sandbox)
     return Response(
         {
@@ -179,15 +187,11 @@ async def request_result(
         return task
     phase = task.phase(sandbox.now())
     if phase is Phase.COMPLETED:
-        video = {
-            "url": video_url(request, task.task_id),
-            "content_type": "video/mp4",
-            "file_name": f"{task.task_id}.mp4",
-        }
-        return Response({"video": video}, status_code=200)
+        return Response(_output(task, video_url(request, task.task_id)), status_code=200)
     if phase is not Phase.FAILED:
         return _detail(400, "Request is still in progress")
-    return _failure(task)
+    status, body, headers = _failure(task)
+    return Response(body, status_code=status, headers=headers)
 
 
 def validate(payload: dict[str, object], *, quality: str, mode: str) -> list[str]:
@@ -228,22 +232,44 @@ async def _lookup(
     return task
 
 
-def _failure(task: SimTask) -> Response[Any]:
-    """The result of a failed run: a model error for refusals, a request error otherwise."""
+def _output(task: SimTask, url: str) -> dict[str, object]:
+    """A finished run's result: its video."""
+    video = {"url": url, "content_type": "video/mp4", "file_name": f"{task.task_id}.mp4"}
+    return {"video": video}
+
+
+def _failure(task: SimTask) -> tuple[int, dict[str, object], dict[str, str]]:
+    """``(status, body, headers)`` of a failed run's result: a model error for refusals, a
+    request error otherwise."""
     if task.refusal == "content":
-        return Response({"detail": [CONTENT_ERROR]}, status_code=422)
+        return 422, {"detail": [CONTENT_ERROR]}, {}
     if task.refusal:
         located = (problem.partition(": ") for problem in task.refusal.split("; "))
         errors = [
             {"loc": ["body", field], "msg": message or field, "type": "value_error"}
             for field, _, message in located
         ]
-        return Response({"detail": errors}, status_code=422)
-    return Response(
-        {"detail": task.error, "error_type": "runner_server_error"},
-        status_code=500,
-        headers={"X-Fal-Error-Type": "runner_server_error"},
-    )
+        return 422, {"detail": errors}, {}
+    body: dict[str, object] = {"detail": task.error, "error_type": "runner_server_error"}
+    return 500, body, {"X-Fal-Error-Type": "runner_server_error"}
+
+
+async def _notify_when_done(sandbox: SandboxState, task: SimTask, url: str, video: str) -> None:
+    """Once ``task`` is final, POST fal's webhook body to ``url`` once."""
+    if not await sandbox.until_final(task):
+        return
+    body: dict[str, object] = {"request_id": task.task_id, "gateway_request_id": task.task_id}
+    if task.phase(sandbox.now()) is Phase.COMPLETED:
+        body.update(status="OK", payload=_output(task, video))
+    else:
+        status, payload, _ = _failure(task)
+        body.update(status="ERROR", error=f"Invalid status code: {status}", payload=payload)
+    sandbox.counters.callbacks_sent += 1
+    try:
+        async with httpx.AsyncClient(timeout=10, transport=sandbox.outbound) as client:
+            await client.post(url, json=body)
+    except httpx.HTTPError:
+        return  # a hint only: the receiver reads the result itself
 
 
 def _announced_base(request: Request[Any, Any, Any], sandbox: SandboxState) -> str:

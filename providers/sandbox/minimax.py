@@ -22,8 +22,6 @@ A finished task's ``file_id`` is :data:`FILE_PREFIX` + its task id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 import secrets
 from typing import Any, Literal
@@ -254,11 +252,7 @@ async def _challenge(sandbox: SandboxState, url: str) -> bool:
 
 async def _report_when_done(sandbox: SandboxState, task: SimTask, url: str) -> None:
     """Once ``task`` is final, POST its status body to ``url`` once (unsigned, as MiniMax)."""
-    assert task.complete_after_s is not None
-    wait = task.created_at + task.complete_after_s - sandbox.now()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(sandbox.stopping.wait(), timeout=max(0.0, wait) + 0.01)
-    if sandbox.stopping.is_set():
+    if not await sandbox.until_final(task):
         return
     sandbox.counters.callbacks_sent += 1
     try:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import Gateway, Sandbox, gateway_config, wait_final
 from tests.sandbox_process import FAL_KEY
+from tests.scrape import Scrape
 
 pytestmark = pytest.mark.e2e
 IMAGE = "https://example.com/first-frame.png"
@@ -29,7 +30,10 @@ def fal_provider(sandbox: Sandbox, **overrides: Any) -> dict[str, Any]:
         "base_url": sandbox.fal,
         "api_key_env": "FAL_KEY",
         "timeout_s": 1.5,
-        "prices_usd": {"standard": {"6s_768P": 0.28, "10s_768P": 0.56, "6s_1080P": 0.49}},
+        "prices_usd": {
+            "hailuo-2.3": {"standard": {"6s_768P": 0.28, "10s_768P": 0.56, "6s_1080P": 0.49}},
+            "hailuo-2.3-fast": {"standard": {"6s_768P": 0.19, "10s_768P": 0.32, "6s_1080P": 0.33}},
+        },
         **overrides,
     }
 
@@ -41,6 +45,7 @@ def start(
     redis_url: str,
     *,
     fal: dict[str, Any] | None = None,
+    public: bool = False,
     **sections: Any,
 ) -> Gateway:
     config = gateway_config(
@@ -51,6 +56,8 @@ def start(
         **sections,
     )
     gateway = Gateway(config, tmp_path, name=f"fal{len(gateways)}")
+    if public:  # the callback URL reaches this very gateway
+        gateway.env["GATEWAY_SERVER__PUBLIC_URL"] = gateway.url
     gateways.append(gateway)
     return gateway.start()
 
@@ -99,6 +106,51 @@ def test_a_data_uri_image_goes_to_fal_even_when_it_is_the_dearest(
     assert creates(sandbox) == {"fal": 1, "runapi": 0, "apiinone": 0}
 
 
+@pytest.mark.parametrize(("resolution", "price"), [("768P", 0.19), ("1080P", 0.33)])
+def test_fast_with_a_data_uri_goes_to_fal_priced_by_model(
+    resolution: str,
+    price: float,
+    sandbox: Sandbox,
+    redis_url: str,
+    tmp_path: Path,
+    gateways: list[Gateway],
+) -> None:
+    gateway = start(gateways, tmp_path, sandbox, redis_url)
+
+    response = create(gateway, model="hailuo-2.3-fast", image=DATA_URI, resolution=resolution)
+
+    assert response.status_code == 202, response.text
+    task = response.json()
+    assert (task["provider"], task["model"], task["price_usd"]) == ("fal", "hailuo-2.3-fast", price)
+    with gateway.client() as client:
+        assert wait_final(client, task["id"])["status"] == "completed"
+    assert creates(sandbox) == {"fal": 1, "runapi": 0, "apiinone": 0}
+
+
+def test_fals_webhook_makes_the_gateway_read_the_task(
+    sandbox: Sandbox, redis_url: str, tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    # No background polling and no lookups: only fal's webhook can make the gateway read it.
+    gateway = start(
+        gateways, tmp_path, sandbox, redis_url, public=True,
+        status={"background_polling": False, "poll_interval_s": 1},
+    )  # fmt: skip
+
+    response = create(gateway, image=None)
+
+    assert response.status_code == 202, response.text
+    assert sandbox.stats("fal")["status_calls"] == 0
+    deadline = time.monotonic() + 10
+    while sandbox.stats("fal")["status_calls"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stats = sandbox.stats("fal")
+    assert stats["callbacks_sent"] == 1
+    assert stats["status_calls"] == 2  # one read: the status URL, then the response URL
+    with gateway.client() as client:
+        task = client.get(f"/v1/videos/{response.json()['id']}").json()
+    assert task["status"] == "completed"
+
+
 @pytest.mark.parametrize("failover_on_timeout", [False, True])
 def test_a_status_url_on_another_host_is_a_taken_task_never_followed_nor_sent_elsewhere(
     failover_on_timeout: bool,
@@ -128,6 +180,9 @@ def test_a_status_url_on_another_host_is_a_taken_task_never_followed_nor_sent_el
     assert sandbox.authorizations("runapi") == []
     assert sandbox.authorizations("fal") == [FAL_AUTH]
     assert FAL_KEY not in gateway.logs()
+    scrape = Scrape(httpx.get(f"{gateway.url}/metrics").text)
+    assert scrape.value("gateway_spend_at_risk_usd_total", provider="fal") == 0.28
+    assert scrape.value("gateway_ambiguous_submits_total", provider="fal") == 1
 
 
 @pytest.mark.parametrize(

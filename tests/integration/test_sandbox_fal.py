@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -9,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.sandbox.engine import FAILURE_MESSAGE
+from providers.sandbox.engine import FAILURE_MESSAGE, Knobs
+from providers.sandbox.server import Sandbox, SandboxConfig
 from tests.sandbox_process import FAL_KEY, IMAGE, Running, start_sandbox, stop_sandbox
 
 I2V = "/fal-ai/minimax/hailuo-2.3/standard/image-to-video"
@@ -198,3 +201,37 @@ def test_create_faults_answer_before_anything_is_queued(
 def test_status_of_an_unknown_request_is_404(fal: httpx.Client) -> None:
     assert fal.get("/fal-ai/minimax/requests/nope/status").status_code == 404
     assert fal.get("/fal-ai/minimax/requests/nope").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("prompt", "status", "payload_key"),
+    [("a fox", "OK", "video"), ("a fox [sandbox:content]", "ERROR", "detail")],
+)
+async def test_a_fal_webhook_on_the_submit_receives_the_finished_run_once(
+    prompt: str, status: str, payload_key: str
+) -> None:
+    received: list[httpx.Request] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        return httpx.Response(200)
+
+    knobs_ = Knobs(queue_s=0, complete_after_s=0.2)
+    async with Sandbox(SandboxConfig(knobs=knobs_)) as sandbox, httpx.AsyncClient() as client:
+        sandbox.fal.state.outbound = httpx.MockTransport(receiver)
+        hook = "https://gw.example/callbacks/fal/tok"
+        answer = await client.post(
+            f"{sandbox.fal.url}{I2V}",
+            params={"fal_webhook": hook},
+            json={"prompt": prompt, "image_url": IMAGE},
+            headers={"Authorization": f"Key {sandbox.config.fal_key}"},
+        )
+        assert answer.status_code == 200
+        assert received == []  # not before the run ends
+        await asyncio.sleep(0.6)
+
+    assert [str(r.url) for r in received] == [hook]
+    body = json.loads(received[0].content)
+    assert (body["request_id"], body["status"]) == (answer.json()["request_id"], status)
+    assert payload_key in body["payload"]
+    assert sandbox.fal.state.counters.callbacks_sent == 1
