@@ -7,10 +7,11 @@ import json
 import re
 from typing import Annotated, Any
 
-from litestar import Controller, MediaType, Request, Response, get, post
+from litestar import Controller, HttpMethod, MediaType, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, Parameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from pydantic import BaseModel
 
@@ -20,16 +21,19 @@ from gateway.catalogue import ProviderCatalogue
 from gateway.errors import PROBLEM_JSON, BadBody, StoreUnavailable
 from gateway.health import Health, Readiness
 from gateway.idempotency import HEADER, check_key
+from gateway.listing import DEFAULT_LIMIT, MAX_LIMIT, Order, TaskListing
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
+from gateway.openai_compat import poll_after, read_create_request
 from gateway.openapi import BEARER_SCHEME
 from gateway.schemas import (
-    CreateVideoRequest,
     Liveness,
     Problem,
     ProviderList,
     ReadinessReport,
     Task,
+    TaskDeleted,
+    TaskList,
     Usage,
 )
 from gateway.service import VideoService
@@ -45,7 +49,10 @@ MAX_CONTAINERS = 64
 
 async def limit_json_structure(request: Request[Any, Any, Any]) -> None:
     """Refuse bodies with more objects/arrays than any valid request, before decoding them:
-    a deeply nested body would otherwise exhaust the decoder's recursion."""
+    a deeply nested body would otherwise exhaust the decoder's recursion. (A multipart form
+    is bounded by its part count instead: see :mod:`gateway.openai_compat`.)"""
+    if request.content_type[0] == RequestEncodingType.MULTI_PART:
+        return
     body = await request.body()
     outside_strings = JSON_STRING.sub(b"", body)
     if outside_strings.count(b"{") + outside_strings.count(b"[") > MAX_CONTAINERS:
@@ -85,6 +92,15 @@ class VideoController(Controller):
     # The client comes from current_client(request), not a dependency: Litestar resolves two
     # or more dependencies of one handler in an anyio task group, which cost ~15% of a lookup.
 
+    # Registered first (a controller registers its handlers by name): Litestar 2's own OPTIONS
+    # handler names only the methods registered before it (litestar-org/litestar#4169).
+    @route(["/", "/{task_id:str}"], http_method=HttpMethod.OPTIONS, include_in_schema=False)
+    async def allow(self, request: Request[Any, Any, Any]) -> Response[None]:
+        template = request.scope.get("path_template")
+        methods = {m for r in request.app.routes if r.path_format == template for m in r.methods}
+        return Response(None, status_code=HTTP_204_NO_CONTENT,
+                        headers={"Allow": ", ".join(sorted(methods))})  # fmt: skip
+
     @post(
         "/",
         status_code=HTTP_202_ACCEPTED,
@@ -118,15 +134,21 @@ class VideoController(Controller):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[CreateVideoRequest],
         service: NamedDependency[VideoService],
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(name=HEADER, required=False, description="1–255 printable chars"),
         ] = None,
     ) -> Response[Task]:
+        # The body is read here, not by a typed parameter: it may be JSON or a multipart form
+        # (gateway/openapi.py documents both), and either is validated once, the same way.
+        data = await read_create_request(request)
         outcome = await service.create(current_client(request), data, check_key(idempotency_key))
-        return Response(outcome.task, status_code=200 if outcome.replayed else 202)
+        return Response(
+            outcome.task,
+            status_code=200 if outcome.replayed else 202,
+            headers=poll_after(outcome.task.status.is_final, service.poll_interval_s),
+        )
 
     @get(
         "/{task_id:str}",
@@ -147,8 +169,60 @@ class VideoController(Controller):
     ) -> Response[bytes]:
         # The body is a Task (responses[200] documents it), encoded by the service: final
         # tasks' bytes come from its cache without a model round trip.
-        body = await service.get_json(current_client(request), task_id)
-        return Response(body, media_type=MediaType.JSON)
+        answer = await service.get_json(current_client(request), task_id)
+        return Response(
+            answer.body,
+            media_type=MediaType.JSON,
+            headers=poll_after(answer.final, service.poll_interval_s),
+        )
+
+    @get(
+        "/",
+        summary="List this key's tasks, newest first (cursor pagination)",
+        responses={
+            200: _ok(TaskList, "One page of tasks"),
+            **MALFORMED,
+            **GUARDED,
+            422: _problem("invalid_request: limit or order is not valid"),
+            **STORE_DOWN,
+        },
+    )
+    async def list_tasks(
+        self,
+        request: Request[Any, Any, Any],
+        listing: NamedDependency[TaskListing],
+        after: Annotated[
+            str | None, Parameter(description="The last id of the previous page")
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        order: Annotated[Order, Parameter(description="By creation time")] = "desc",
+    ) -> Response[bytes]:
+        page = await listing.page(current_client(request), after=after, limit=limit, order=order)
+        return Response(page.model_dump_json().encode(), media_type=MediaType.JSON)
+
+    @delete(
+        "/{task_id:str}",
+        status_code=HTTP_200_OK,
+        summary="Delete a task and its stored video",
+        description=(
+            "A task that is not final keeps running at its reseller, which bills it if it "
+            "completes; the gateway only forgets it."
+        ),
+        responses={
+            200: _ok(TaskDeleted, "Deleted"),
+            **MALFORMED,
+            **GUARDED,
+            404: _problem("not_found: no such task for this key"),
+            **STORE_DOWN,
+        },
+    )
+    async def delete_task(
+        self,
+        request: Request[Any, Any, Any],
+        task_id: FromPath[str],
+        listing: NamedDependency[TaskListing],
+    ) -> TaskDeleted:
+        return await listing.delete(current_client(request), task_id)
 
 
 class ProviderController(Controller):

@@ -31,6 +31,7 @@ from gateway.api import (
 from gateway.auth import Authorizer, ClientKeys
 from gateway.balance import Balances, Watched
 from gateway.budgets import Budgets, BudgetTable
+from gateway.cache import FinalTasks
 from gateway.catalogue import ProviderCatalogue
 from gateway.config import BudgetSettings, Secrets, Settings
 from gateway.content import VideoContent, VideoContentController
@@ -39,9 +40,12 @@ from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotentCreates
+from gateway.invalidation import Invalidations
+from gateway.listing import TaskIndex, TaskListing, stored_copy_deleter
 from gateway.live import LiveSettings, Reloader
 from gateway.metrics import Metrics
 from gateway.netguard import AddressPolicy
+from gateway.openai_compat import MAX_FORM_PARTS
 from gateway.openapi import PATH as OPENAPI_PATH
 from gateway.openapi import describe_deployment, openapi_config
 from gateway.poller import Poller, Refresher
@@ -73,7 +77,8 @@ class Resources:
     authorizer: Authorizer
     live: LiveSettings
     routes: list[Route]
-    loops: list[Poller | WebhookSender | Balances | VideoCopier | Retention]
+    listing: TaskListing
+    loops: list[Poller | WebhookSender | Balances | VideoCopier | Retention | Invalidations]
     content: VideoContent
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -132,10 +137,19 @@ def build_resources(
         webhooks=settings.webhooks,
         create_timeout_s=create_timeout_s,
         first_poll_s=settings.status.poll_interval_s,
+        expected_render_s=settings.status.expected_render_s,
     )
-    loops: list[Poller | WebhookSender | Balances | VideoCopier | Retention] = (
-        [balances] if balances.watched else []
-    )
+    final = FinalTasks()
+    invalidations = Invalidations(redis, final, metrics=metrics)
+    listing = TaskListing(
+        store, TaskIndex(redis, ttl_s=store.ttl_s), final, invalidations, metrics=metrics,
+        delete_copy=None if videos is None else stored_copy_deleter(
+            Retention(store, videos, metrics=metrics)
+        ),
+    )  # fmt: skip
+    loops: list[Poller | WebhookSender | Balances | VideoCopier | Retention | Invalidations] = [
+        invalidations, *([balances] if balances.watched else [])
+    ]  # fmt: skip
     if videos is not None:
         loops += _video_loops(settings, store, videos, refresher, wake_copier, video_transport,
                               metrics)  # fmt: skip
@@ -153,9 +167,18 @@ def build_resources(
         ))  # fmt: skip
     return Resources(
         service=VideoService(
-            store, router, refresher, idempotent, options, metrics=metrics, budgets=budgets
+            store,
+            router,
+            refresher,
+            idempotent,
+            options,
+            metrics=metrics,
+            budgets=budgets,
+            final_tasks=final,
+            on_accepted=listing.indexed,
         ),
         budgets=budgets,
+        listing=listing,
         readiness=Readiness(store.ping, health, names, metrics=metrics),
         catalogue=ProviderCatalogue(live, health, balances),
         health=health,
@@ -319,6 +342,10 @@ def create_app(
         resources: Resources = state.resources
         return resources.service
 
+    def listing(state: State) -> TaskListing:
+        resources: Resources = state.resources
+        return resources.listing
+
     def readiness(state: State) -> Readiness:
         resources: Resources = state.resources
         return resources.readiness
@@ -353,6 +380,7 @@ def create_app(
         lifespan=[lifespan],
         dependencies={
             "service": Provide(service, sync_to_thread=False),
+            "listing": Provide(listing, sync_to_thread=False),
             "readiness": Provide(readiness, sync_to_thread=False),
             "catalogue": Provide(catalogue, sync_to_thread=False),
             "health": Provide(health, sync_to_thread=False),
@@ -363,6 +391,7 @@ def create_app(
         exception_handlers=exception_handlers(),
         openapi_config=openapi_config(),
         request_max_body_size=settings.server.max_body_bytes,
+        multipart_form_part_limit=MAX_FORM_PARTS,
         logging_config=None,  # logging is configured once, by the CLI
         debug=False,
     )

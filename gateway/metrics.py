@@ -39,7 +39,7 @@ CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 Operation = Literal["create", "status", "balance"]
 RedisOperation = Literal[
     "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
-    "balance",
+    "balance", "listing", "invalidation",
 ]  # fmt: skip
 """Which part of the gateway met a Redis error."""
 WebhookOutcome = Literal["delivered", "rejected", "unreachable", "abandoned"]
@@ -62,7 +62,7 @@ BUDGET_PERIODS: Final = ("day", "month")
 CIRCUIT_VALUES: Final[Mapping[str, int]] = {"closed": 0, "half_open": 1, "open": 2}
 REDIS_OPERATIONS: Final[tuple[RedisOperation, ...]] = (
     "ping", "health", "tasks", "idempotency", "polling", "webhooks", "rate_limit", "budgets",
-    "balance",
+    "balance", "listing", "invalidation",
 )  # fmt: skip
 CopyOutcome = Literal["stored", "retried", "gave_up"]
 """One copy attempt of a finished video: stored; failed and will be tried again; given up

@@ -28,29 +28,16 @@ from litestar.openapi.spec import (
 from gateway import __version__
 from gateway.config import Settings
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
-from gateway.schemas import (
-    DATA_URI_PATTERNS,
-    DURATION_PATTERN,
-    HTTP_URL_PATTERN,
-    MAX_IMAGE_BASE64,
-    MAX_IMAGE_URL,
-    MAX_METADATA_KEY,
-    MAX_METADATA_KEYS,
-    MAX_METADATA_VALUE,
-    MAX_WEBHOOK_URL,
-    PROMPT_PATTERN,
-    RESOLUTION_PATTERN,
-    WHITESPACE,
-)
-from providers.capabilities import IMAGE_ONLY_MODELS
+from gateway.openapi_create import create_body
 
 PATH = "/schema"
+CREATE_PATH = "/v1/videos"
 BEARER_SCHEME = "BearerAuth"
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]{0,253}[!-~])?$"
 """1–255 printable ASCII characters. HTTP drops a header value's surrounding spaces before the
 gateway sees it, so the documented value has none."""
 
-STRING, NULL = OpenAPIType.STRING, OpenAPIType.NULL
+STRING = OpenAPIType.STRING
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -72,11 +59,12 @@ def openapi_config() -> OpenAPIConfig:
 
 def describe_deployment(openapi: OpenAPI, settings: Settings, *, webhooks: bool) -> None:
     """Complete Litestar's document in place (before it is first served)."""
-    schemas = openapi.components.schemas
-    _create_request(schemas["CreateVideoRequest"], settings, webhooks=webhooks)
-    _routing_overrides(schemas["RoutingOverrides"], settings)
+    components = openapi.components
+    create = (openapi.paths or {})[CREATE_PATH].post
+    if create is not None:
+        create.request_body = create_body(components, settings, webhooks=webhooks)
     for path_item in (openapi.paths or {}).values():
-        for operation in (path_item.get, path_item.post):
+        for operation in (path_item.get, path_item.post, path_item.delete):
             if operation is None:
                 continue
             for parameter in operation.parameters or []:
@@ -85,127 +73,6 @@ def describe_deployment(openapi: OpenAPI, settings: Settings, *, webhooks: bool)
                         type=STRING, min_length=1, max_length=255, pattern=IDEMPOTENCY_KEY_PATTERN
                     )
             _retry_after(operation.responses or {})
-
-
-def _create_request(schema: Schema, settings: Settings, *, webhooks: bool) -> None:
-    schema.additional_properties = False
-    properties = schema.properties or {}
-    served = sorted({m for p in settings.providers.values() if p.enabled for m in p.served_models})
-    properties["model"] = Schema(
-        type=STRING, enum=served, default="hailuo-2.3", description="A model a provider serves"
-    )
-    properties["prompt"] = Schema(
-        type=STRING,
-        pattern=PROMPT_PATTERN,
-        description="1–2000 characters once surrounding whitespace is trimmed",
-    )
-    data_uris = [
-        Schema(
-            type=STRING,
-            pattern=pattern,
-            max_length=len(f"data:image/{kind};base64,") + MAX_IMAGE_BASE64,
-            description=f"A base64 {kind} image of at most 10 MiB; the bytes must be a {kind}",
-        )
-        for kind, pattern in DATA_URI_PATTERNS.items()
-    ]
-    properties["image"] = Schema(
-        any_of=[_url(MAX_IMAGE_URL), *data_uris, Schema(type=NULL)],
-        description="The first frame: an http(s) URL or a data URI; absent = text-to-video",
-    )
-    properties["duration"] = Schema(
-        any_of=[
-            Schema(type=OpenAPIType.INTEGER, enum=[6, 10]),
-            Schema(type=STRING, pattern=DURATION_PATTERN, description='"6" or "10"'),
-        ],
-        default=6,
-        description="Seconds: 6 or 10",
-    )
-    properties["resolution"] = Schema(
-        type=STRING,
-        pattern=RESOLUTION_PATTERN,
-        default="768P",
-        examples=["768P", "1080P"],
-        description="768P or 1080P, case-insensitive",
-    )
-    properties["metadata"] = Schema(
-        type=OpenAPIType.OBJECT,
-        max_properties=MAX_METADATA_KEYS,
-        property_names=Schema(type=STRING, min_length=1, max_length=MAX_METADATA_KEY),
-        additional_properties=Schema(type=STRING, max_length=MAX_METADATA_VALUE),
-        description="Echoed back on the task",
-    )
-    if webhooks:
-        properties["webhook_url"] = Schema(
-            any_of=[_url(MAX_WEBHOOK_URL), Schema(type=NULL)],
-            description="Receives the final task object, signed (Standard Webhooks)",
-        )
-    else:
-        # No signing secret: a create naming webhook_url is refused, so it is not offered.
-        properties.pop("webhook_url", None)
-    schema.properties = properties
-    # No provider renders 10 s at 1080P: refused as invalid_request naming resolution.
-    refused = [
-        Schema(
-            required=["duration", "resolution"],
-            properties={
-                "duration": Schema(
-                    any_of=[
-                        Schema(type=OpenAPIType.INTEGER, const=10),
-                        Schema(type=STRING, pattern=rf"^[{WHITESPACE}]*10[{WHITESPACE}]*$"),
-                    ]
-                ),
-                "resolution": Schema(
-                    type=STRING, pattern=rf"^[{WHITESPACE}]*1080[pP][{WHITESPACE}]*$"
-                ),
-            },
-        )
-    ]
-    # An image-only model (Fast) without an image (absent or null): invalid_request naming image.
-    refused += [
-        Schema(
-            required=["model"],
-            properties={"model": Schema(type=STRING, const=model)},
-            any_of=[
-                Schema(schema_not=Schema(required=["image"])),
-                Schema(required=["image"], properties={"image": Schema(type=NULL)}),
-            ],
-        )
-        for model in served
-        if model in IMAGE_ONLY_MODELS
-    ]
-    schema.schema_not = refused[0] if len(refused) == 1 else Schema(any_of=refused)
-
-
-def _routing_overrides(schema: Schema, settings: Settings) -> None:
-    schema.additional_properties = False
-    properties = schema.properties or {}
-    names = [name for name, p in settings.providers.items() if p.enabled]
-    properties["providers"] = Schema(
-        any_of=[
-            Schema(
-                type=OpenAPIType.ARRAY,
-                min_items=1,
-                max_items=16,
-                items=Schema(type=STRING, enum=names),
-            ),
-            Schema(type=NULL),
-        ],
-        description="An allow-list of enabled providers, in preference order",
-    )
-    properties["max_price_usd"] = Schema(
-        any_of=[Schema(type=OpenAPIType.NUMBER, exclusive_minimum=0), Schema(type=NULL)],
-        description="Only providers whose price for this request is at most this",
-    )
-    schema.properties = properties
-
-
-def _url(max_length: int) -> Schema:
-    return Schema(
-        type=STRING,
-        max_length=max_length,
-        pattern=HTTP_URL_PATTERN,
-        description="http(s), a host name or IPv4 address, no user info, no whitespace",
-    )
 
 
 def _retry_after(responses: dict[str, OpenAPIResponse | Reference]) -> None:

@@ -264,6 +264,8 @@ class Refresher:
 
 
 def _apply(record: TaskRecord, upstream: UpstreamStatus) -> None:
+    if upstream.progress is not None:
+        record.upstream_progress = upstream.progress
     if upstream.status is TaskStatus.COMPLETED:
         record.upstream_video_url = upstream.video_url
         record.finish(TaskStatus.COMPLETED, video_url=upstream.video_url)

@@ -220,10 +220,13 @@ class Task(BaseModel):
     id: str
     object: Literal["video"] = "video"
     status: TaskStatus
+    progress: int = Field(ge=0, le=100, description="0–100; 100 once completed")
     model: str
     tier: Tier
     duration: Duration
     resolution: Resolution
+    seconds: str = Field(description="The OpenAI Videos API's spelling of duration")
+    size: str = Field(description="The OpenAI Videos API's spelling of resolution")
     mode: Mode
     provider: str | None
     provider_task_id: str | None
@@ -241,6 +244,24 @@ class Task(BaseModel):
     created_at: int
     updated_at: int
     completed_at: int | None = None
+
+
+class TaskList(BaseModel):
+    """``GET /v1/videos``: one page of the client's tasks (the OpenAI list envelope)."""
+
+    object: Literal["list"] = "list"
+    data: list[Task]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class TaskDeleted(BaseModel):
+    """``DELETE /v1/videos/{id}``."""
+
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: Literal[True] = True
 
 
 class FieldError(BaseModel):

@@ -14,7 +14,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.budgets import Budgets
@@ -58,6 +58,16 @@ class ServiceOptions:
     create_timeout_s: float
     """An upper bound on one create; the poller checks an unfinished create after it."""
     first_poll_s: float
+    expected_render_s: float | None = None
+    """Recorded on each task for its ``progress`` estimate (``status.expected_render_s``)."""
+
+
+@dataclass(frozen=True)
+class TaskJson:
+    """A task's public JSON, and whether the task is final (its answer never changes)."""
+
+    body: bytes
+    final: bool
 
 
 class VideoService:
@@ -72,7 +82,11 @@ class VideoService:
         metrics: Metrics,
         budgets: Budgets,
         final_tasks: FinalTasks | None = None,
+        on_accepted: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_accepted(client, task id)`` runs once an upstream took a task and it is
+        recorded (the client's task list, :mod:`gateway.listing`); it must not raise."""
+        self._on_accepted = on_accepted
         self._metrics = metrics
         self._budgets = budgets
         self._final = final_tasks if final_tasks is not None else FinalTasks()
@@ -103,6 +117,7 @@ class VideoService:
         record = TaskRecord.new(
             client, job, webhook_url=request.webhook_url, metadata=request.metadata,
             routing=request.routing, shard=shard,
+            expected_render_s=self._options.expected_render_s,
         )  # fmt: skip
         if self._options.public_url:
             record.callback_token = new_token(shard_of(record.id))
@@ -177,6 +192,8 @@ class VideoService:
                 attempts=record.attempts,
             ) from exc
         self._metrics.task_created(record.provider, record.tier, record.resolution)
+        if self._on_accepted is not None:
+            await self._on_accepted(record.client, record.id)
         logger.info(
             "task accepted",
             extra={
@@ -224,17 +241,23 @@ class VideoService:
             else:
                 return
 
+    @property
+    def poll_interval_s(self) -> float:
+        """How often an unfinished task's upstream is asked: what clients should poll at."""
+        return self._options.first_poll_s
+
     def cached_final(self, task_id: str) -> FinalTask | None:
         """A final task this process has answered before (see :mod:`gateway.shortcut`)."""
         return self._final.get(task_id)
 
-    async def get_json(self, client: str, task_id: str) -> bytes:
+    async def get_json(self, client: str, task_id: str) -> TaskJson:
         """The task's public view (:class:`~gateway.schemas.Task`) as the JSON body of the
         answer, refreshed from its upstream when a poll is due. A final task is answered from
         this process's :class:`~gateway.cache.FinalTasks` once it has been read."""
         cached = self._final.get(task_id)
         if cached is not None and cached.client == client:
-            return cached.body
+            return TaskJson(cached.body, final=True)
+        epoch = self._final.epoch
         record = await self._store.get(task_id) if TASK_ID.match(task_id) else None
         if record is None or record.client != client:
             raise NotFound(f"no task {task_id}")
@@ -243,9 +266,11 @@ class VideoService:
         body = record.public().model_dump_json().encode()
         if record.is_final:
             self._final.put(
-                record.id, FinalTask(record.client, body, self._store.expires_at(record))
+                record.id,
+                FinalTask(record.client, body, self._store.expires_at(record)),
+                epoch=epoch,
             )
-        return body
+        return TaskJson(body, final=record.is_final)
 
     async def callback(self, provider: str, token: str, *, hint: bool = True) -> None:
         """An upstream says a task changed. Only a hint: the status is read from the upstream,

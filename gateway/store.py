@@ -28,6 +28,7 @@ from redis.retry import Retry
 from gateway import redis_urls
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
+from gateway.progress import progress
 from gateway.schemas import Attempt, Mode, Problem, RoutingOverrides, Task, TaskError
 from gateway.shards import DueHints, draw, shard_of, shard_tag
 from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
@@ -178,6 +179,20 @@ class Keys:
     def rate(client: str) -> str:
         return f"{KEY_PREFIX}:{{c:{client}}}:rate"
 
+    @staticmethod
+    def client_tasks(client: str) -> str:
+        """The client's task ids by creation time (``GET /v1/videos``); one hash slot per
+        client, shared with :meth:`client_deleted` (one script touches both)."""
+        return f"{KEY_PREFIX}:{{c:{client}}}:tasks"
+
+    @staticmethod
+    def client_deleted(client: str) -> str:
+        """Ids the client deleted, by creation time: a deleted id stays a list cursor."""
+        return f"{KEY_PREFIX}:{{c:{client}}}:deleted"
+
+    DELETED_TASKS = f"{KEY_PREFIX}:events:deleted"
+    """Pub/sub channel: a task id was deleted (every instance drops it from its memory)."""
+
     # A client's money keys share the hash tag {c:<client>}: one budget script touches one slot.
     @staticmethod
     def usage(client: str, period_id: str) -> str:
@@ -267,6 +282,10 @@ class TaskRecord(BaseModel):
     """The request's routing overrides, kept for a resubmission."""
     resubmits: int = 0
     callback_token: str | None = None
+    expected_render_s: float | None = None
+    """``status.expected_render_s`` when the task was created: its ``progress`` estimate."""
+    upstream_progress: int | None = None
+    """The upstream's own progress figure, where it reports one."""
     upstream_video_url: str | None = None
     """The reseller's own link to the finished video."""
     expires_at: int | None = None
@@ -285,10 +304,12 @@ class TaskRecord(BaseModel):
         metadata: dict[str, str],
         routing: RoutingOverrides | None = None,
         shard: int | None = None,
+        expected_render_s: float | None = None,
     ) -> TaskRecord:
         created = now_s()
         return cls(
             routing=routing,
+            expected_render_s=expected_render_s,
             id=new_task_id(shard),
             client=client,
             job=job,
@@ -329,10 +350,18 @@ class TaskRecord(BaseModel):
         return Task.model_construct(
             id=self.id,
             status=self.status,
+            progress=progress(
+                self.status,
+                age_s=time.time() - self.created_at,
+                expected_render_s=self.expected_render_s,
+                upstream=self.upstream_progress,
+            ),
             model=self.model,
             tier=self.tier,
             duration=self.duration,
             resolution=self.resolution,
+            seconds=str(self.duration),
+            size=self.resolution,
             mode=self.mode,
             provider=self.provider,
             provider_task_id=self.provider_task_id,
@@ -518,6 +547,31 @@ class TaskStore:
             return TaskRecord.model_validate_json(raw)
         except ValidationError as exc:
             raise RuntimeError(f"unreadable task record {task_id}") from exc
+
+    async def get_many(self, task_ids: list[str]) -> list[TaskRecord | None]:
+        """Several tasks in one round trip (one GET each: the keys live in many hash slots)."""
+        async with self._translated(), self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.get(Keys.task(task_id))
+            raws = await pipe.execute()
+        records: list[TaskRecord | None] = []
+        for task_id, raw in zip(task_ids, raws, strict=True):
+            try:
+                records.append(None if raw is None else TaskRecord.model_validate_json(raw))
+            except ValidationError as exc:
+                raise RuntimeError(f"unreadable task record {task_id}") from exc
+        return records
+
+    async def delete(self, record: TaskRecord) -> bool:
+        """Remove a task, its callback token and its poll schedule entry. False when it was
+        already gone (deleted by a concurrent request, or expired)."""
+        async with self._translated(), self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(Keys.task(record.id))
+            pipe.zrem(Keys.due("poll", shard_of(record.id)), record.id)
+            if record.callback_token:
+                pipe.delete(Keys.callback(record.callback_token))
+            deleted, *_ = await pipe.execute()
+        return int(deleted) == 1
 
     async def task_for_callback(self, token: str) -> str | None:
         async with self._translated():

@@ -74,6 +74,8 @@ class UpstreamStatus(BaseModel):
     video_url: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    progress: int | None = None
+    """0–100, where the upstream reports how far a running task is (None: it does not)."""
 
 
 class AccountBalance(BaseModel):

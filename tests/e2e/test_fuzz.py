@@ -68,7 +68,20 @@ def valid_request_is_never_invalid_request(
     if not all(component.mode.is_positive for component in meta.components.values()):
         return  # a positive case may still carry a negative part (coverage phase)
     if response.status_code in (400, 422) and _problem_code(response) == "invalid_request":
+        if _uploaded_bytes_refused(response):
+            return
         raise AssertionError(f"a schema-valid request was refused: {response.content[:500]!r}")
+
+
+def _uploaded_bytes_refused(response: schemathesis.Response) -> bool:
+    """An uploaded ``input_reference`` file whose bytes are no png/jpeg/webp image: a schema
+    cannot say what a file must hold (``format: binary``), so generated files are noise."""
+    raw = response.request.headers.get("Content-Type", "")
+    content_type = raw.decode() if isinstance(raw, bytes) else raw
+    if not content_type.startswith("multipart/form-data"):
+        return False
+    errors = json.loads(response.content).get("errors") or []
+    return bool(errors) and all(e.get("field") == "input_reference" for e in errors)
 
 
 @schemathesis.check
@@ -84,6 +97,15 @@ def v1_needs_the_client_key(ctx: Any, response: schemathesis.Response, case: Any
         raise AssertionError(f"{path} answered {response.status_code} to key {sent!r}")
 
 
+KNOWN_TOOL_DEFECTS = {
+    # schemathesis 4.32's coverage phase cannot check a generated file against an object's
+    # ``not``/``if`` (its judge meets a ``Binary``), and stops covering that body: the create
+    # form (a file, ``input_reference``, beside rules no property alone states) meets it. The
+    # fuzzing and stateful phases still send that form, and the JSON body is covered first.
+    ("POST /v1/videos", "ValueError(\"Unsupported type: 'Binary'\")"),
+}
+
+
 @dataclass
 class Run:
     seed: int = 0
@@ -92,6 +114,7 @@ class Run:
     by_phase: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    tolerated: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -118,7 +141,8 @@ def fuzz(url: str, *, headers: dict[str, str], examples: int) -> Run:
             statistic.on_scenario_finished(event.recorder)
             run.by_phase[event.phase.value] += len(event.recorder.cases)
         elif isinstance(event, events.NonFatalError):
-            run.errors.append(f"{event.label}: {event.value!r}")
+            known = (event.label, repr(event.value)) in KNOWN_TOOL_DEFECTS
+            (run.tolerated if known else run.errors).append(f"{event.label}: {event.value!r}")
         elif isinstance(event, events.FatalError):
             raise event.exception
     run.seconds = time.monotonic() - started
@@ -132,9 +156,12 @@ def fuzz(url: str, *, headers: dict[str, str], examples: int) -> Run:
 
 def report(name: str, run: Run) -> str:
     phases = ", ".join(f"{phase} {n}" for phase, n in sorted(run.by_phase.items()))
+    tolerated = (
+        f"; tolerated (schemathesis defect): {', '.join(run.tolerated)}" if run.tolerated else ""
+    )
     return (
         f"{name}: {run.cases} cases in {run.seconds:.1f}s ({phases}); "
-        f"examples {run.examples}, FUZZ_SEED={run.seed}"
+        f"examples {run.examples}, FUZZ_SEED={run.seed}{tolerated}"
     )
 
 

@@ -19,8 +19,8 @@ def body(**fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("TRACE", "/v1/videos", {"POST"}),
-        ("DELETE", "/v1/videos/vid_x", {"GET"}),
+        ("TRACE", "/v1/videos", {"GET", "POST"}),
+        ("PATCH", "/v1/videos/vid_x", {"GET", "DELETE"}),
         ("PUT", "/v1/providers", {"GET"}),
         ("GET", "/v1/callbacks/runapi/t", {"POST"}),
         ("POST", "/healthz", {"GET"}),
@@ -103,3 +103,16 @@ async def test_data_uri_image_is_not_sent_to_resellers_that_take_only_urls(
     assert response.status_code == 422
     assert response.json()["code"] == "unsupported"
     assert harness.upstream_creates == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/v1/videos", "GET, OPTIONS, POST"), ("/v1/videos/vid_x", "DELETE, GET, OPTIONS")],
+)
+async def test_options_names_every_method_of_a_path_with_several_handlers(
+    harness: Harness, path: str, allowed: str
+) -> None:
+    # Litestar 2's own OPTIONS answer names only the first handler's method (litestar#4169).
+    response = await harness.client.options(path, headers=harness.headers())
+    assert response.status_code == 204
+    assert response.headers["allow"] == allowed

@@ -45,6 +45,14 @@ async def test_openapi_documents_every_status_each_route_answers(harness: Harnes
         "200": JSON, "400": PROBLEM, "401": PROBLEM, "404": PROBLEM, "429": PROBLEM,
         "503": PROBLEM,
     }  # fmt: skip
+    assert answers(document, "/v1/videos", "get") == {
+        "200": JSON, "400": PROBLEM, "401": PROBLEM, "422": PROBLEM, "429": PROBLEM,
+        "503": PROBLEM,
+    }  # fmt: skip
+    assert answers(document, "/v1/videos/{task_id}", "delete") == {
+        "200": JSON, "400": PROBLEM, "401": PROBLEM, "404": PROBLEM, "429": PROBLEM,
+        "503": PROBLEM,
+    }  # fmt: skip
     assert answers(document, "/v1/providers", "get") == {
         "200": JSON, "401": PROBLEM, "429": PROBLEM, "503": PROBLEM,
     }  # fmt: skip
@@ -142,6 +150,51 @@ EDGES: list[tuple[dict[str, Any], bool]] = [
     ({"image": "data:image/png;base64,iVBORw0K Ggo="}, False),
     ({"image": "data:image/jpeg;base64,iVBORw0KGgo="}, False),
     ({"webhook_url": "https://example.com/hook"}, False),  # no webhook secret configured
+    # OpenAI's field names (api.md §6)
+    ({"seconds": "10"}, True),
+    ({"seconds": 6}, True),
+    ({"seconds": "4"}, False),
+    ({"seconds": None}, False),
+    ({"size": "1280x720"}, True),
+    ({"size": "1080x1920"}, True),
+    ({"size": " 1080p"}, True),
+    ({"size": "0x720"}, False),
+    ({"size": "big"}, False),
+    ({"size": "1920x1080", "seconds": 10}, False),
+    ({"size": "1920x1080", "duration": "10"}, False),
+    ({"resolution": "1080P", "seconds": "10"}, False),
+    ({"seconds": "6", "duration": 6}, True),
+    ({"seconds": "10", "duration": 6}, False),
+    ({"size": "768p", "resolution": "768P"}, True),
+    ({"size": "1280x720", "resolution": "768P"}, True),
+    ({"size": "1080x1080", "resolution": "768P"}, False),
+    ({"image": None, "input_reference": {"image_url": IMAGE}}, True),
+    ({"image": None, "input_reference": {"image_url": PNG}}, True),
+    ({"input_reference": {"image_url": IMAGE}}, False),  # the image given twice
+    ({"input_reference": None}, True),
+    ({"image": None, "input_reference": {"image_url": "ftp://x"}}, False),
+    ({"image": None, "input_reference": {"file_id": "file_1"}}, False),
+    ({"image": None, "input_reference": {"image_url": IMAGE, "detail": "high"}}, False),
+    ({"image": None, "input_reference": IMAGE}, False),
+]
+# The same, as OpenAI's multipart form (every value a string; ``image`` may be left out).
+FORM_EDGES: list[tuple[dict[str, Any], bool]] = [
+    ({}, True),
+    ({"seconds": "10", "size": "1280x720"}, True),
+    ({"size": "1080x1920", "duration": "10"}, False),
+    ({"seconds": "10", "duration": "6"}, False),
+    ({"tier": "pro", "model": "hailuo-2.3"}, True),
+    ({"metadata[order]": "A-1", "metadata[team]": "video"}, True),
+    ({"metadata[k]": "v" * 513}, False),
+    ({"routing[providers][]": ["apiinone", "runapi"], "routing[strategy]": "priority"}, True),
+    ({"routing[providers][]": ["nope"]}, False),
+    ({"routing[max_price_usd]": "0.45"}, True),
+    ({"routing[max_price_usd]": "0"}, False),
+    ({"routing[speed]": "fast"}, False),
+    ({"colour": "red"}, False),
+    ({"image": None, "input_reference[image_url]": IMAGE}, True),
+    ({"input_reference[image_url]": IMAGE}, False),
+    ({"metadata": "A-1"}, False),
 ]
 
 
@@ -156,6 +209,29 @@ async def test_request_schema_and_validators_agree(
     body = {"prompt": "a red fox", "image": IMAGE, **fields}
     assert validator.is_valid(body) is valid
     response = await harness.create(body)
+    refused = response.status_code in (400, 422) and response.json()["code"] == "invalid_request"
+    assert refused is not valid, response.text
+
+
+@pytest.mark.parametrize(("fields", "valid"), FORM_EDGES)
+async def test_form_schema_and_validators_agree(
+    harness: Harness, fields: dict[str, Any], valid: bool
+) -> None:
+    document = await openapi(harness)
+    validator = jsonschema_rs.validator_for(
+        {"$ref": "#/components/schemas/CreateVideoForm", "components": document["components"]}
+    )
+    form = {k: v for k, v in {"prompt": "a red fox", "image": IMAGE, **fields}.items() if v}
+    assert validator.is_valid(form) is valid
+    response = await harness.client.post(
+        "/v1/videos",
+        files=[
+            (k, (None, item))
+            for k, v in form.items()
+            for item in (v if isinstance(v, list) else [v])
+        ],
+        headers=harness.headers(),
+    )
     refused = response.status_code in (400, 422) and response.json()["code"] == "invalid_request"
     assert refused is not valid, response.text
 
@@ -190,6 +266,16 @@ async def test_image_only_models_are_refused_without_an_image_by_document_and_va
     response = await h.create(body)
     refused = response.status_code in (400, 422) and response.json()["code"] == "invalid_request"
     assert refused is not valid, response.text
+
+
+async def test_both_request_forms_are_documented(harness: Harness) -> None:
+    body = (await openapi(harness))["paths"]["/v1/videos"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CreateVideoRequest"
+    }
+    form = body["content"]["multipart/form-data"]
+    assert form["schema"] == {"$ref": "#/components/schemas/CreateVideoForm"}
+    assert form["encoding"]["input_reference"]["contentType"] == "image/png, image/jpeg, image/webp"
 
 
 def test_documented_whitespace_is_exactly_what_str_strip_removes() -> None:

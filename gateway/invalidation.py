@@ -1,0 +1,75 @@
+"""Deleted tasks leave every instance's memory of final answers (:mod:`gateway.cache`).
+
+Each instance (each worker process) keeps final tasks' answers in memory and serves them without
+Redis. A ``DELETE`` on one instance must make the task ``404`` on all of them, so the deleting
+instance publishes the id on a Redis pub/sub channel and every instance's
+:class:`Invalidations` loop evicts it. Pub/sub delivers only to connected subscribers, so the
+loop forgets the whole cache whenever it (re)subscribes or loses its connection: a deletion it
+may have missed can then not be answered from memory. A lookup racing a deletion cannot put a
+stale answer back either: the cache refuses an answer read before the latest eviction
+(``FinalTasks.put(..., epoch=)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.exceptions import RedisError
+
+from gateway.cache import FinalTasks
+from gateway.metrics import Metrics
+from gateway.store import Keys, RedisClient
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_S = 1.0
+WAIT_S = 1.0
+"""How long one wait for a message lasts, so :meth:`Invalidations.stop` is seen promptly."""
+
+
+class Invalidations:
+    def __init__(self, redis: RedisClient, final: FinalTasks, *, metrics: Metrics) -> None:
+        self._redis = redis
+        self._final = final
+        self._metrics = metrics
+        self._stop = asyncio.Event()
+
+    async def publish(self, task_id: str) -> None:
+        """Tell every instance that ``task_id`` is gone. The caller evicts its own copy; if
+        Redis cannot take the message, the others' subscriptions are broken too, and they
+        forget everything when they resubscribe."""
+        try:
+            await self._redis.publish(Keys.DELETED_TASKS, task_id)
+        except RedisError:
+            self._metrics.redis_error("invalidation")
+            logger.warning("task deletion not published", extra={"task_id": task_id})
+
+    async def run(self) -> None:
+        """Listen until :meth:`stop`; connection errors are logged, counted and retried."""
+        while not self._stop.is_set():
+            try:
+                await self._listen()
+            except RedisError as exc:
+                self._final.clear()
+                self._metrics.redis_error("invalidation")
+                logger.warning("deletion channel lost; retrying", extra={"error": repr(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), RECONNECT_S)
+
+    async def _listen(self) -> None:
+        async with self._redis.pubsub() as pubsub:
+            await pubsub.subscribe(Keys.DELETED_TASKS)
+            while not self._stop.is_set():
+                message = await pubsub.get_message(timeout=WAIT_S)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":  # the first time, and after a reconnect
+                    self._final.clear()
+                elif message["type"] == "message":
+                    data = message["data"]
+                    self._final.evict(data.decode() if isinstance(data, bytes) else str(data))
+
+    async def stop(self) -> None:
+        self._stop.set()
