@@ -59,6 +59,9 @@ class Invalidations:
                     await asyncio.wait_for(self._stop.wait(), RECONNECT_S)
 
     async def _listen(self) -> None:
+        # A Cluster client learns the slot map on its first command, and its pub/sub needs
+        # that map: without this, a subscription made first fails (KeyError, not RedisError).
+        await self._redis.ping()
         async with self._redis.pubsub() as pubsub:
             await pubsub.subscribe(Keys.DELETED_TASKS)
             while not self._stop.is_set():

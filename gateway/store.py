@@ -626,8 +626,10 @@ class TaskStore:
     ) -> list[str]:
         """Up to ``limit`` members of ``schedule`` due by ``now``, over the shards that may
         hold some (:class:`~gateway.shards.DueHints`), leased to the caller for ``lease_s``;
-        no Redis call when nothing is known to be due. A shard that fails is looked at again
-        next time; StoreUnavailable only when every shard visited failed."""
+        no Redis call when nothing is known to be due. With ``limit`` below the number of due
+        shards, only ``limit`` of them (rotating) are visited: the others wait for the next call.
+        A shard that fails is looked at again next time; StoreUnavailable only when every shard
+        visited failed."""
         hints = self._hints[schedule]
         plan = hints.plan(now, limit)
         results = await self._claim_shards(schedule, plan, now, lease_s)

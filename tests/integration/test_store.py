@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from gateway.errors import StoreUnavailable
 from gateway.schemas import Attempt, Task
-from gateway.shards import shard_of
+from gateway.shards import SHARDS, shard_of
 from gateway.store import Keys, TaskRecord, TaskStore, connect, new_task_id
 from providers.base import TaskStatus, VideoJob
 
@@ -98,13 +98,13 @@ async def test_claimed_schedule_entries_are_taken_over_when_the_lease_runs_out(
     record = new_record()
     # Times an hour ahead: a background poller left running by another test (claiming by
     # the real clock) cannot take the entry in between.
-    at = time.time() + 3600
+    at = float(int(time.time()) + 3600)  # whole seconds: at + 10 + 5 == at + 15 exactly
     await store.create(record, check_at=at)
-    assert await store.claim_due("poll", now=at + 10, lease_s=5, limit=10) == [record.id]
+    assert await store.claim_due("poll", now=at + 10, lease_s=5, limit=SHARDS) == [record.id]
     # Leased to the first claimer: nobody else gets it before the lease ends...
-    assert await store.claim_due("poll", now=at + 14, lease_s=5, limit=10) == []
+    assert await store.claim_due("poll", now=at + 14, lease_s=5, limit=SHARDS) == []
     # ...and if that claimer died, the next instance takes it over.
-    assert await store.claim_due("poll", now=at + 15, lease_s=5, limit=10) == [record.id]
+    assert await store.claim_due("poll", now=at + 15, lease_s=5, limit=SHARDS) == [record.id]
 
 
 async def test_a_final_task_is_finalized_once_and_never_overwritten(redis: Redis) -> None:
