@@ -15,12 +15,13 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import report, scenarios
-from benchmarks.load import choose_tool
+from benchmarks import report, scenarios, topologies
+from benchmarks.load import ToolName, choose_tool
 from benchmarks.memory import measure_memory
 from benchmarks.processes import (
     ROOT,
@@ -58,6 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--output", type=Path, help="where to write the results (default benchmarks/RESULTS.md; "
         "nothing in --quick mode)")  # fmt: skip
     add("--keep-workdir", action="store_true", help="keep configs and logs of the processes")
+    add("--redis-topologies", action="store_true",
+        help="only (b), (c) and (d), on one redis-server and on a 3-primary Redis Cluster; "
+        "writes the 'Redis topologies' section of the results")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         for name, value in QUICK.items():
@@ -78,6 +82,19 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def options_of(args: argparse.Namespace, tool: ToolName) -> scenarios.Options:
+    return scenarios.Options(
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        final_tasks=args.final_tasks,
+        poll_tasks=args.poll_tasks,
+        tool=tool,
+        load_processes=args.load_processes,
+    )
+
+
 def run(args: argparse.Namespace, stack: ProcessStack, workdir: Path) -> report.Results:
     tool = choose_tool(args.tool)
     print(f"load tool: {tool_label(tool, args)}; work dir {workdir}", flush=True)
@@ -91,16 +108,7 @@ def run(args: argparse.Namespace, stack: ProcessStack, workdir: Path) -> report.
         pids={"gateway": gateway.pid, "sandbox": sandbox.pid, "redis-server": redis.pid},
         poll_interval_s=args.poll_interval,
     )
-    options = scenarios.Options(
-        duration_s=args.duration,
-        warmup_s=args.warmup,
-        concurrency=args.concurrency,
-        rate=args.rate,
-        final_tasks=args.final_tasks,
-        poll_tasks=args.poll_tasks,
-        tool=tool,
-        load_processes=args.load_processes,
-    )
+    options = options_of(args, tool)
     direct_create = scenarios.direct_create(system, options)
     gateway_create = scenarios.gateway_create(system, options)
     direct_rate, gateway_rate = scenarios.fixed_rate_creates(system, options)
@@ -166,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = ProcessStack()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
+        if args.redis_topologies:
+            return run_topologies(args, stack, workdir, host)
         results = run(args, stack, workdir)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -189,6 +199,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = report.results_markdown(results, tool, command_line(argv), settings_line(args), host)
         previous = args.output.read_text() if args.output.exists() else None
         args.output.write_text(report.with_history(text, previous))
+        print(f"written to {args.output}")
+    return 0
+
+
+def run_topologies(
+    args: argparse.Namespace, stack: ProcessStack, workdir: Path, host: dict[str, str]
+) -> int:
+    tool = choose_tool(args.tool)
+    print(f"load tool: {tool_label(tool, args)}; work dir {workdir}", flush=True)
+    runs = topologies.run(args, stack, workdir, options_of(args, tool))
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    machine = ", ".join(f"{k} {v}" for k, v in host.items())
+    settings = (
+        f"{tool_label(tool, args)}; {args.duration:g} s measured per run after "
+        f"{args.warmup:g} s warm-up, {args.concurrency} connections, {args.final_tasks} final "
+        f"tasks looked up, {args.poll_tasks} rendering tasks polled, status.poll_interval_s "
+        f"{args.poll_interval:g}, {workers_label(args.workers)}; {machine}"
+    )
+    section = topologies.markdown(runs, settings, date)
+    print()
+    print(section)
+    if args.output is not None:
+        previous = args.output.read_text() if args.output.exists() else None
+        args.output.write_text(topologies.with_section(section, previous))
         print(f"written to {args.output}")
     return 0
 

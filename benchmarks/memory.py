@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
-from redis.asyncio import Redis
 
 from benchmarks.processes import ProcessStack, start_redis
 from benchmarks.workload import IMAGE, PROMPT
 from gateway.schemas import Attempt
-from gateway.store import Keys, TaskRecord, TaskStore, connect
+from gateway.store import Keys, RedisClient, TaskRecord, TaskStore, connect
 from providers.base import TaskStatus, VideoJob
 
 RecordKind = Literal["rendering", "final"]
@@ -112,7 +111,7 @@ async def _store(store: TaskStore, record: TaskRecord) -> None:
     await store.finalize(record)
 
 
-async def _used_memory(redis: Redis) -> int:
+async def _used_memory(redis: RedisClient) -> int:
     for _ in range(600):  # an append-only-file rewrite holds a buffer until it ends
         persistence = await redis.info("persistence")
         if not persistence.get("aof_rewrite_in_progress"):

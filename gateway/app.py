@@ -17,7 +17,6 @@ import httpx
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from redis.asyncio import Redis
 
 from gateway.access import RequestObserver
 from gateway.api import (
@@ -56,7 +55,7 @@ from gateway.router import Route, Router
 from gateway.service import ServiceOptions, VideoService
 from gateway.shortcut import FinalTaskShortcut
 from gateway.storage import VideoStore, open_video_store
-from gateway.store import IdempotencyStore, TaskStore, connect
+from gateway.store import IdempotencyStore, RedisClient, TaskStore, connect
 from gateway.video_copy import CopyQueue, VideoCopier
 from gateway.video_source import VideoSource
 from gateway.webhooks import WebhookSender
@@ -100,7 +99,7 @@ class Resources:
 def build_resources(
     settings: Settings,
     secrets: Secrets,
-    redis: Redis,
+    redis: RedisClient,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     webhook_transport: httpx.AsyncBaseTransport | None = None,
     *,

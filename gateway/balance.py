@@ -20,13 +20,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from gateway.budgets import to_micros, to_usd
 from gateway.config import BalanceSettings
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.store import Keys, translated
+from gateway.store import Keys, RedisClient, translated
 from providers.base import BalanceReader
 from providers.errors import ProviderError
 
@@ -62,7 +60,7 @@ class Balances:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         watched: Mapping[str, Watched],
         *,
         metrics: Metrics,

@@ -33,12 +33,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from redis.asyncio import Redis
-
 from gateway.config import BudgetSettings
 from gateway.errors import BudgetExceeded, StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.store import Keys, TaskRecord, translated
+from gateway.store import Keys, RedisClient, TaskRecord, translated
 from providers.base import TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -189,7 +187,7 @@ BudgetTable = Callable[[], Mapping[str, BudgetSettings | None]]
 class Budgets:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         budgets: BudgetTable,
         *,
         metrics: Metrics,

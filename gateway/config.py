@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import PydanticBaseSettingsSource
 
+from gateway import redis_urls
 from providers.base import Tier
 from providers.capabilities import HAILUO, KINDS, Mode
 
@@ -61,12 +62,21 @@ class ServerSettings(_Section):
 
 class RedisSettings(_Section):
     url: str | None = None
-    """None starts an embedded ``redis-server`` with its data in ``data_dir``."""
+    """None starts an embedded ``redis-server`` with its data in ``data_dir``; else
+    ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://``
+    (:mod:`gateway.redis_urls`)."""
     data_dir: Path = Path(".gateway")
     accept_retry_s: float = Field(20.0, gt=0, le=25)
     """How long a create retries recording a task an upstream accepted, during a Redis outage,
     before answering ``504`` with the task's id (the write goes on in the background). At most
     25 s: the poller takes a create for interrupted 30 s after the longest one could take."""
+
+    @field_validator("url")
+    @classmethod
+    def _known_topology(cls, url: str | None) -> str | None:
+        if url is not None:
+            redis_urls.parse(url)  # its ValueError names what is wrong
+        return url
 
 
 class BudgetSettings(_Section):

@@ -31,12 +31,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from redis.asyncio import Redis
-
 from gateway.config import CircuitSettings
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
-from gateway.store import Keys, translated
+from gateway.store import Keys, RedisClient, translated
 from providers import errors as perr
 
 logger = logging.getLogger(__name__)
@@ -119,7 +117,7 @@ class Health:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         settings: CircuitSettings,
         names: Sequence[str],
         *,

@@ -16,12 +16,11 @@ import asyncio
 import contextlib
 import logging
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.cache import FinalTasks
 from gateway.metrics import Metrics
-from gateway.store import Keys
+from gateway.store import Keys, RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ WAIT_S = 1.0
 
 
 class Invalidations:
-    def __init__(self, redis: Redis, final: FinalTasks, *, metrics: Metrics) -> None:
+    def __init__(self, redis: RedisClient, final: FinalTasks, *, metrics: Metrics) -> None:
         self._redis = redis
         self._final = final
         self._metrics = metrics
@@ -60,6 +59,9 @@ class Invalidations:
                     await asyncio.wait_for(self._stop.wait(), RECONNECT_S)
 
     async def _listen(self) -> None:
+        # A Cluster client learns the slot map on its first command, and its pub/sub needs
+        # that map: without this, a subscription made first fails (KeyError, not RedisError).
+        await self._redis.ping()
         async with self._redis.pubsub() as pubsub:
             await pubsub.subscribe(Keys.DELETED_TASKS)
             while not self._stop.is_set():

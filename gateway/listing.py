@@ -27,8 +27,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from redis.asyncio import Redis
-
 from gateway.cache import FinalTasks
 from gateway.errors import NotFound, StoreUnavailable
 from gateway.invalidation import Invalidations
@@ -36,7 +34,7 @@ from gateway.metrics import Metrics
 from gateway.retention import Retention
 from gateway.schemas import TaskDeleted, TaskList
 from gateway.service import TASK_ID
-from gateway.store import Keys, TaskRecord, TaskStore, translated
+from gateway.store import Keys, RedisClient, TaskRecord, TaskStore, translated
 from gateway.video_copy import object_key
 
 logger = logging.getLogger(__name__)
@@ -100,7 +98,7 @@ def _ids(raw: list[bytes | str]) -> list[str]:
 class TaskIndex:
     """Each client's task ids by time, in Redis (see the module docstring)."""
 
-    def __init__(self, redis: Redis, *, ttl_s: int, clock: Callable[[], float] = time.time):
+    def __init__(self, redis: RedisClient, *, ttl_s: int, clock: Callable[[], float] = time.time):
         self._redis = redis
         self._ttl_s = ttl_s
         self._clock = clock

@@ -32,7 +32,7 @@ from gateway.health import Health
 from gateway.metrics import Metrics
 from gateway.router import Placement, Router
 from gateway.schemas import Attempt, TaskError
-from gateway.store import Keys, TaskRecord, TaskStore, now_s
+from gateway.store import TaskRecord, TaskStore, now_s
 from gateway.strategies import Candidate
 from gateway.video_copy import CopyQueue
 from gateway.webhooks import new_delivery
@@ -448,7 +448,7 @@ class Poller:
             due: list[str] = []
             if room > 0:
                 try:
-                    due = await self._store.claim_due(Keys.POLL_DUE, time.time(), self._lease_s,
+                    due = await self._store.claim_due("poll", time.time(), self._lease_s,
                                                       room)  # fmt: skip
                 except StoreUnavailable:
                     self._metrics.redis_error("polling")

@@ -13,11 +13,9 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 
-from redis.asyncio import Redis
-
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.store import Keys, translated
+from gateway.store import Keys, RedisClient, translated
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +42,7 @@ return tostring(wait)
 class RateLimiter:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         per_minute: Mapping[str, int | None] | Callable[[], Mapping[str, int | None]],
         *,
         metrics: Metrics,

@@ -18,7 +18,7 @@ import time
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.storage import VideoStore, VideoStoreError
-from gateway.store import Keys, TaskStore
+from gateway.store import TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Retention:
 
     async def schedule(self, key: str, at: float) -> None:
         """Delete ``key`` at ``at`` (Unix seconds); scheduling again moves the time."""
-        await self._store.schedule_on(Keys.VIDEO_DELETIONS_DUE, key, at)
+        await self._store.schedule_on("video_delete", key, at)
 
     async def delete_now(self, key: str) -> bool:
         """Delete ``key`` and take it off the schedule. False (logged, counted) when the store
@@ -50,7 +50,7 @@ class Retention:
             logger.warning("stored video not deleted", extra={"key": key, "error": str(exc)})
             return False
         try:
-            await self._store.unschedule_from(Keys.VIDEO_DELETIONS_DUE, key)
+            await self._store.unschedule_from("video_delete", key)
         except StoreUnavailable:
             # Still scheduled: the sweeper deletes it again later (a no-op).
             self._metrics.redis_error("polling")
@@ -60,7 +60,7 @@ class Retention:
     async def sweep(self, now: float | None = None) -> int:
         """Delete every stored video due by ``now``; how many were deleted."""
         due = await self._store.claim_due(
-            Keys.VIDEO_DELETIONS_DUE, time.time() if now is None else now, LEASE_S, BATCH
+            "video_delete", time.time() if now is None else now, LEASE_S, BATCH
         )
         deleted = 0
         for key in due:

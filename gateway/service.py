@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,8 @@ from gateway.metrics import Metrics
 from gateway.poller import Refresher, callback_urls, place
 from gateway.router import Router
 from gateway.schemas import Attempt, CreateVideoRequest, Task, TaskError
-from gateway.store import TaskRecord, TaskStore
+from gateway.shards import new_token, shard_of
+from gateway.store import Keys, TaskRecord, TaskStore
 from gateway.strategies import Candidate
 from gateway.webhooks import refusal
 from providers.base import TaskStatus, VideoJob
@@ -114,12 +114,19 @@ class VideoService:
             duration=request.duration,
             resolution=request.resolution,
         )
+        # A task created under an Idempotency-Key lives in the key's shard, with its callback
+        # token: one Cluster slot for everything a create and its replay touch.
+        shard = (
+            None if idempotency_key is None
+            else shard_of(Keys.idempotency_scope(client, idempotency_key))
+        )  # fmt: skip
         record = TaskRecord.new(
             client, job, webhook_url=request.webhook_url, metadata=request.metadata,
-            routing=request.routing, expected_render_s=self._options.expected_render_s,
+            routing=request.routing, shard=shard,
+            expected_render_s=self._options.expected_render_s,
         )  # fmt: skip
         if self._options.public_url:
-            record.callback_token = secrets.token_urlsafe(24)
+            record.callback_token = new_token(shard_of(record.id))
         if idempotency_key is None:
             return Outcome(await self._create(record), replayed=False)
         return await self._idempotent.run(

@@ -7,24 +7,30 @@ Any Redis failure leaves this module as :class:`gateway.errors.StoreUnavailable`
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
+from gateway import redis_urls
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
 from gateway.progress import progress
 from gateway.schemas import Attempt, Mode, Problem, RoutingOverrides, Task, TaskError
+from gateway.shards import DueHints, draw, shard_of, shard_tag
 from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
 
 KEY_PREFIX = "gw"
@@ -42,8 +48,8 @@ end
 """
 
 # Saves that must never undo a final state: a slower poller holding an older answer loses.
-# KEYS: task[, due-set]. ARGV: record[, due-at, task id]: with a due-set, a saved task is also
-# (re)scheduled there, in the same step (an accepted task's first poll).
+# KEYS: task[, due-set]. ARGV: record[, due-at, task id]: with a due-set (in the task's shard),
+# a saved task is also (re)scheduled there, in the same step (an accepted task's first poll).
 _SAVE_UNLESS_FINAL = (
     _STALE
     + """
@@ -97,13 +103,25 @@ redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 return 1
 """
 
-# Claim due members of a schedule: push their score to the lease's end, so another instance
-# takes them over only if this one does not finish (or reschedule) them in time.
+# Claim due members of one shard of a schedule: push their score to the lease's end, so
+# another instance takes them over only if this one does not finish (or reschedule) them in
+# time. Returns {ids, the earliest score left (nil when empty)}.
 _CLAIM_DUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
-return ids
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {ids, first[2] or false}
 """
+
+Schedule = Literal["poll", "webhooks", "video_copy", "video_delete"]
+"""The sharded schedules: task polls, webhook deliveries, video copies, stored videos'
+deletions."""
+SCHEDULES: tuple[Schedule, ...] = ("poll", "webhooks", "video_copy", "video_delete")
+_SCHEDULE_ERRORS: dict[Schedule, RedisOperation] = {
+    "poll": "polling", "webhooks": "webhooks", "video_copy": "polling", "video_delete": "polling",
+}  # fmt: skip
+RedisClient = Redis | RedisCluster
+"""What :func:`connect` returns: a standalone (or Sentinel-managed) client, or a Cluster's."""
 
 
 Accepted = Literal["saved", "final", "missing"]
@@ -111,51 +129,73 @@ ACCEPT_RESULTS: dict[int, Accepted] = {1: "saved", 0: "final", -1: "missing"}
 
 
 class Keys:
-    """Every Redis key the gateway uses, in one place."""
+    """Every Redis key the gateway uses, in one place.
+
+    Cluster layout (:mod:`gateway.shards`): a task's keys, its idempotency record, its webhook
+    delivery and its place on the schedules share the tag of the task's virtual shard
+    ``{s<N>}``; a provider's circuit and health keys share ``{p:<provider>}``; a client's own
+    keys share ``{c:<client>}``. No script or ``MULTI`` touches keys of two tags.
+    """
+
+    @staticmethod
+    def _in(shard_of_id: str) -> str:
+        return f"{KEY_PREFIX}:{shard_tag(shard_of(shard_of_id))}"
 
     @staticmethod
     def task(task_id: str) -> str:
-        return f"{KEY_PREFIX}:task:{task_id}"
+        return f"{Keys._in(task_id)}:task:{task_id}"
 
     @staticmethod
     def poll_lock(task_id: str) -> str:
-        return f"{KEY_PREFIX}:poll:{task_id}"
+        return f"{Keys._in(task_id)}:poll:{task_id}"
 
-    POLL_DUE = f"{KEY_PREFIX}:due:poll"
-    WEBHOOKS_DUE = f"{KEY_PREFIX}:due:webhooks"
-    COPY_DUE = f"{KEY_PREFIX}:due:video_copy"
-    """Tasks whose finished video is being copied into the gateway's storage (by due time)."""
-    VIDEO_DELETIONS_DUE = f"{KEY_PREFIX}:due:video_delete"
-    """Stored videos' object keys, by deletion time (``storage.retention_days``)."""
+    @staticmethod
+    def due(schedule: Schedule, shard: int) -> str:
+        """One shard of a schedule (a sorted set by due time): task ids for ``poll`` and
+        ``video_copy`` (in the task's shard), delivery ids for ``webhooks`` (in their task's
+        shard), stored videos' object keys for ``video_delete`` (shard: a hash of the key)."""
+        return f"{KEY_PREFIX}:{shard_tag(shard)}:due:{schedule}"
 
     @staticmethod
     def callback(token: str) -> str:
-        return f"{KEY_PREFIX}:callback:{token}"
+        """Tokens are drawn in their task's shard."""
+        return f"{Keys._in(token)}:callback:{token}"
 
     @staticmethod
     def webhook(delivery_id: str) -> str:
-        return f"{KEY_PREFIX}:webhook:{delivery_id}"
+        """Delivery ids are drawn in their task's shard."""
+        return f"{Keys._in(delivery_id)}:webhook:{delivery_id}"
+
+    @staticmethod
+    def idempotency_scope(client: str, idempotency_key: str) -> str:
+        """What places a client's ``Idempotency-Key`` in a shard (the key itself is hashed)."""
+        return f"{client}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+    @staticmethod
+    def idempotency(client: str, idempotency_key: str) -> str:
+        scope = Keys.idempotency_scope(client, idempotency_key)
+        return f"{Keys._in(scope)}:idem:{scope}"
 
     @staticmethod
     def circuit(provider: str) -> str:
-        return f"{KEY_PREFIX}:circuit:{provider}"
+        return f"{KEY_PREFIX}:{{p:{provider}}}:circuit"
 
     @staticmethod
     def circuit_lease(provider: str) -> str:
         """The half-open trial call's lease."""
-        return f"{KEY_PREFIX}:circuit:{provider}:half_open"
+        return f"{KEY_PREFIX}:{{p:{provider}}}:circuit:half_open"
 
     @staticmethod
     def health_outcomes(provider: str) -> str:
-        return f"{KEY_PREFIX}:health:{provider}:outcomes"
+        return f"{KEY_PREFIX}:{{p:{provider}}}:health:outcomes"
 
     @staticmethod
     def health_latency(provider: str) -> str:
-        return f"{KEY_PREFIX}:health:{provider}:latency_ms"
+        return f"{KEY_PREFIX}:{{p:{provider}}}:health:latency_ms"
 
     @staticmethod
     def rate(client: str) -> str:
-        return f"{KEY_PREFIX}:rate:{client}"
+        return f"{KEY_PREFIX}:{{c:{client}}}:rate"
 
     @staticmethod
     def client_tasks(client: str) -> str:
@@ -194,9 +234,13 @@ class Keys:
         return f"{KEY_PREFIX}:{{b:{provider}}}:balance:lease"
 
 
-def new_task_id() -> str:
-    """``vid_`` + 26 base32 characters of 128 random bits: opaque, URL-safe, unguessable."""
-    return "vid_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+def new_task_id(shard: int | None = None) -> str:
+    """``vid_`` + 26 base32 characters of 128 random bits: opaque, URL-safe, unguessable; in
+    ``shard`` when given (a task created under an ``Idempotency-Key`` lives in the key's)."""
+    return draw(
+        lambda: "vid_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower(),
+        shard,
+    )
 
 
 def now_s() -> int:
@@ -280,13 +324,14 @@ class TaskRecord(BaseModel):
         webhook_url: str | None,
         metadata: dict[str, str],
         routing: RoutingOverrides | None = None,
+        shard: int | None = None,
         expected_render_s: float | None = None,
     ) -> TaskRecord:
         created = now_s()
         return cls(
             routing=routing,
             expected_render_s=expected_render_s,
-            id=new_task_id(),
+            id=new_task_id(shard),
             client=client,
             job=job,
             mode=job.mode,
@@ -354,9 +399,11 @@ class TaskRecord(BaseModel):
         )
 
 
-def connect(url: str) -> Redis:
-    """A pooled client with short timeouts and a retry policy for transient errors
-    (connection and timeout errors: a restart or a failover takes about a second).
+def connect(url: str) -> RedisClient:
+    """The client for ``redis.url``'s topology (:mod:`gateway.redis_urls`): pooled, with short
+    timeouts and a retry policy for transient errors (connection and timeout errors: a restart
+    or a failover takes about a second). A Sentinel-managed client asks the sentinels for the
+    primary on every new connection, so it follows a failover by itself.
 
     The retry is redis-py's asyncio one: the synchronous ``redis.retry.Retry`` given to the
     asyncio client never retried anything. Every write the gateway sends may thus run twice
@@ -364,14 +411,28 @@ def connect(url: str) -> Redis:
     value, saves set the same value again, and a finalize sent twice answers 0 the second time
     (the caller then reads the stored task, its own: nothing is queued or counted twice).
     """
-    return Redis.from_url(
-        url,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
-        retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3),
-        health_check_interval=30,
-        max_connections=256,
+    target = redis_urls.parse(url)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 2.0,
+        "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3),
+        "health_check_interval": 30,
+        "max_connections": 256,  # per node on a Cluster
+    }
+    if target.topology == "standalone":
+        return Redis.from_url(url, **options)
+    options |= {"username": target.username, "password": target.password, "ssl": target.ssl}
+    if target.topology == "cluster":
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]
+        return RedisCluster(startup_nodes=nodes, **options)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        list(target.nodes),
+        sentinel_kwargs={"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
     )
+    client: Redis = sentinel.master_for(
+        target.service or "", redis_class=Redis, db=target.db, **options
+    )
+    return client
 
 
 @asynccontextmanager
@@ -388,6 +449,9 @@ async def translated(
         raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
 
 
+logger = logging.getLogger(__name__)
+
+
 class TaskStore:
     """Tasks by public id, and the schedule of their status polls.
 
@@ -395,7 +459,7 @@ class TaskStore:
     (:meth:`finalize`); later saves never undo it.
     """
 
-    def __init__(self, redis: Redis, *, ttl_s: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, redis: RedisClient, *, ttl_s: int, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
         self._redis = redis
         self._ttl_s = ttl_s
@@ -403,6 +467,7 @@ class TaskStore:
         self._finalize = redis.register_script(_FINALIZE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._mark_resubmitting = redis.register_script(_MARK_RESUBMITTING)
+        self._hints: dict[Schedule, DueHints] = {name: DueHints() for name in SCHEDULES}
 
     def _translated(self) -> AbstractAsyncContextManager[None]:
         return translated(self._metrics, "tasks")
@@ -421,7 +486,7 @@ class TaskStore:
         written = record.model_dump_json()
         async with self._translated(), self._redis.pipeline(transaction=True) as pipe:
             pipe.set(Keys.task(record.id), written, ex=self._ttl_s, nx=True)
-            pipe.zadd(Keys.POLL_DUE, {record.id: check_at})
+            pipe.zadd(self.due_key("poll", record.id, check_at), {record.id: check_at})
             if record.callback_token:
                 pipe.set(Keys.callback(record.callback_token), record.id, ex=self._ttl_s)
             created, *_ = await pipe.execute()
@@ -452,7 +517,7 @@ class TaskStore:
         meanwhile: either way nothing was written."""
         async with self._translated():
             saved = await self._save_unless_final(
-                keys=[Keys.task(record.id), Keys.POLL_DUE],
+                keys=[Keys.task(record.id), self.due_key("poll", record.id, first_poll_at)],
                 args=[record.model_dump_json(), first_poll_at, record.id],
             )
         return ACCEPT_RESULTS[int(saved)]
@@ -462,11 +527,13 @@ class TaskStore:
     ) -> bool:
         """Store ``record`` (final) unless the task is final already; True when this call made
         it final. ``webhook`` is (delivery id, delivery JSON, deliver at), queued atomically."""
-        keys = [Keys.task(record.id), Keys.POLL_DUE]
+        keys = [Keys.task(record.id), Keys.due("poll", shard_of(record.id))]
         args: list[str | float | int] = [record.model_dump_json(), record.id]
         if webhook is not None:
             delivery_id, delivery, at = webhook
-            keys += [Keys.webhook(delivery_id), Keys.WEBHOOKS_DUE]
+            if shard_of(delivery_id) != shard_of(record.id):
+                raise ValueError("a webhook delivery is drawn in its task's shard")
+            keys += [Keys.webhook(delivery_id), self.due_key("webhooks", delivery_id, at)]
             args += [delivery, delivery_id, at, self._ttl_s]
         async with self._translated():
             done = await self._finalize(keys=keys, args=args)
@@ -477,24 +544,24 @@ class TaskStore:
         schedule at ``at``, off the poll schedule. False when the stored task is final."""
         async with self._translated():
             saved = await self._save_unless_final(
-                keys=[Keys.task(record.id), Keys.COPY_DUE], args=[record.model_dump_json(), at,
-                                                                  record.id],
-            )  # fmt: skip
-            await self._redis.zrem(Keys.POLL_DUE, record.id)
+                keys=[Keys.task(record.id), self.due_key("video_copy", record.id, at)],
+                args=[record.model_dump_json(), at, record.id],
+            )
+            await self._redis.zrem(Keys.due("poll", shard_of(record.id)), record.id)
         return int(saved) == 1
 
-    async def extend_lease(self, schedule: str, member: str, until: float) -> None:
+    async def extend_lease(self, schedule: Schedule, member: str, until: float) -> None:
         """Keep a claimed schedule member leased (only if it is still scheduled)."""
         async with self._translated():
-            await self._redis.zadd(schedule, {member: until}, xx=True)
+            await self._redis.zadd(Keys.due(schedule, shard_of(member)), {member: until}, xx=True)
 
-    async def schedule_on(self, schedule: str, member: str, at: float) -> None:
+    async def schedule_on(self, schedule: Schedule, member: str, at: float) -> None:
         async with self._translated():
-            await self._redis.zadd(schedule, {member: at})
+            await self._redis.zadd(self.due_key(schedule, member, at), {member: at})
 
-    async def unschedule_from(self, schedule: str, member: str) -> None:
+    async def unschedule_from(self, schedule: Schedule, member: str) -> None:
         async with self._translated():
-            await self._redis.zrem(schedule, member)
+            await self._redis.zrem(Keys.due(schedule, shard_of(member)), member)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         async with self._translated():
@@ -525,7 +592,7 @@ class TaskStore:
         already gone (deleted by a concurrent request, or expired)."""
         async with self._translated(), self._redis.pipeline(transaction=False) as pipe:
             pipe.delete(Keys.task(record.id))
-            pipe.zrem(Keys.POLL_DUE, record.id)
+            pipe.zrem(Keys.due("poll", shard_of(record.id)), record.id)
             if record.callback_token:
                 pipe.delete(Keys.callback(record.callback_token))
             deleted, *_ = await pipe.execute()
@@ -561,25 +628,97 @@ class TaskStore:
 
     async def schedule(self, task_id: str, at: float) -> None:
         async with self._translated():
-            await self._redis.zadd(Keys.POLL_DUE, {task_id: at})
+            await self._redis.zadd(self.due_key("poll", task_id, at), {task_id: at})
 
     async def unschedule(self, task_id: str) -> None:
         async with self._translated():
-            await self._redis.zrem(Keys.POLL_DUE, task_id)
+            await self._redis.zrem(Keys.due("poll", shard_of(task_id)), task_id)
 
     async def hand_back(self, task_ids: Sequence[str], now: float) -> None:
         """Polls this instance claimed but will not finish (it is stopping): due at ``now``
-        again, so another instance takes them at once. A task no longer on the schedule (it
-        became final meanwhile) is not put back (``XX``)."""
-        if task_ids:
-            async with self._translated():
-                await self._redis.zadd(Keys.POLL_DUE, dict.fromkeys(task_ids, now), xx=True)
+        again, so another instance takes them at its next look at their shards (within a
+        second while it has work, 4 s when idle). A task no longer on the schedule (it became
+        final meanwhile) is not put back (``XX``). One command per shard."""
+        by_shard: dict[int, list[str]] = {}
+        for task_id in task_ids:
+            by_shard.setdefault(shard_of(task_id), []).append(task_id)
+        async with self._translated():
+            for shard, ids in by_shard.items():
+                await self._redis.zadd(Keys.due("poll", shard), dict.fromkeys(ids, now), xx=True)
 
-    async def claim_due(self, schedule: str, now: float, lease_s: float, limit: int) -> list[str]:
-        """Members of ``schedule`` due by ``now``, leased to the caller for ``lease_s``."""
-        async with translated():
-            ids = await self._claim_due(keys=[schedule], args=[now, now + lease_s, limit])
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    def due_key(self, schedule: Schedule, member: str, at: float) -> str:
+        """The key of ``member``'s shard of ``schedule``, for a caller about to put it there
+        due at ``at`` (so this instance's claims look there in time)."""
+        shard = shard_of(member)
+        self._hints[schedule].note(shard, at)
+        return Keys.due(schedule, shard)
+
+    async def claim_due(
+        self, schedule: Schedule, now: float, lease_s: float, limit: int
+    ) -> list[str]:
+        """Up to ``limit`` members of ``schedule`` due by ``now``, over the shards that may
+        hold some (:class:`~gateway.shards.DueHints`), leased to the caller for ``lease_s``;
+        no Redis call when nothing is known to be due. With ``limit`` below the number of due
+        shards, only ``limit`` of them (rotating) are visited: the others wait for the next call.
+        A shard that fails is looked at again next time; StoreUnavailable only when every shard
+        visited failed."""
+        hints = self._hints[schedule]
+        plan = hints.plan(now, limit)
+        results = await self._claim_shards(schedule, plan, now, lease_s)
+        ids: list[str] = []
+        failed: list[BaseException] = []
+        for (shard, _), result in zip(plan, results, strict=True):
+            if isinstance(result, BaseException):
+                hints.note(shard, now)
+                failed.append(result)
+                continue
+            claimed, first = result
+            hints.learn(shard, float(first) if first is not None else None)
+            ids += [i.decode() if isinstance(i, bytes) else str(i) for i in claimed]
+        if failed and len(failed) == len(plan):
+            raise StoreUnavailable(f"redis: {type(failed[0]).__name__}") from failed[0]
+        if failed:
+            if self._metrics is not None:
+                self._metrics.redis_error(_SCHEDULE_ERRORS[schedule])
+            error = type(failed[0]).__name__
+            logger.warning(
+                "schedule shards unreachable",
+                extra={"schedule": schedule, "shards": len(failed), "error": error},
+            )
+        return ids
+
+    async def _claim_shards(
+        self, schedule: Schedule, plan: list[tuple[int, int]], now: float, lease_s: float
+    ) -> list[Any]:
+        """Each planned shard's claim result, or the error it met. Standalone: one pipelined
+        round trip. A Cluster client refuses scripts in pipelines: one call per shard, all at
+        once (each goes to its own node)."""
+        if not plan:
+            return []
+        lease_end = now + lease_s
+        if isinstance(self._redis, RedisCluster):
+            return await asyncio.gather(
+                *(self._claim_due(keys=[Keys.due(schedule, shard)], args=[now, lease_end, count])
+                  for shard, count in plan),
+                return_exceptions=True,
+            )  # fmt: skip
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard, count in plan:
+                    key = Keys.due(schedule, shard)
+                    pipe.evalsha(self._claim_due.sha, 1, key, now, lease_end, count)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            return [exc] * len(plan)
+        for i, ((shard, count), result) in enumerate(zip(plan, results, strict=True)):
+            if isinstance(result, NoScriptError):  # a new primary, or a flushed script cache
+                try:
+                    results[i] = await self._claim_due(
+                        keys=[Keys.due(schedule, shard)], args=[now, lease_end, count]
+                    )
+                except RedisError as exc:
+                    results[i] = exc
+        return results
 
 
 # Compare-and-swap on an idempotency record: replace (or, with an empty ARGV[2], delete) the
@@ -630,7 +769,7 @@ class IdempotencyStore:
     """``Idempotency-Key`` records, scoped to the client; ``SET NX`` makes the claim atomic
     across instances, and every later change is a compare-and-swap on the value last read."""
 
-    def __init__(self, redis: Redis, *, ttl_s: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, redis: RedisClient, *, ttl_s: int, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
         self._redis = redis
         self._ttl_s = ttl_s
@@ -638,8 +777,7 @@ class IdempotencyStore:
 
     @staticmethod
     def key(client: str, idempotency_key: str) -> str:
-        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-        return f"{KEY_PREFIX}:idem:{client}:{digest}"
+        return Keys.idempotency(client, idempotency_key)
 
     async def claim(
         self, client: str, idempotency_key: str, record: IdempotencyRecord

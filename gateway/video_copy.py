@@ -30,7 +30,7 @@ from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.retention import Retention
 from gateway.storage import VideoStore, VideoStoreError
-from gateway.store import CopyState, Keys, StoredVideo, TaskRecord, TaskStore, now_s
+from gateway.store import CopyState, StoredVideo, TaskRecord, TaskStore, now_s
 from gateway.video_source import VideoRejected, VideoSource, VideoUnavailable
 from providers.base import TaskStatus
 
@@ -129,7 +129,7 @@ class VideoCopier:
             if room > 0:
                 try:
                     due = await self._store.claim_due(
-                        Keys.COPY_DUE, time.time(), self._settings.copy_lease_s, room
+                        "video_copy", time.time(), self._settings.copy_lease_s, room
                     )
                 except StoreUnavailable:
                     self._metrics.redis_error("polling")
@@ -159,7 +159,7 @@ class VideoCopier:
     async def _copy(self, task_id: str) -> None:
         record = await self._store.get(task_id)
         if record is None or record.is_final or record.copy_state is None:
-            await self._store.unschedule_from(Keys.COPY_DUE, task_id)
+            await self._store.unschedule_from("video_copy", task_id)
             return
         state = record.copy_state
         if time.time() >= state.started_at + self._settings.copy_deadline_s:
@@ -195,7 +195,7 @@ class VideoCopier:
             while True:
                 await asyncio.sleep(lease_s / 3)
                 try:
-                    await self._store.extend_lease(Keys.COPY_DUE, task_id, time.time() + lease_s)
+                    await self._store.extend_lease("video_copy", task_id, time.time() + lease_s)
                 except StoreUnavailable:
                     self._metrics.redis_error("polling")
                     logger.warning("video copy lease not extended", extra={"task_id": task_id})

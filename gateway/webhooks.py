@@ -29,13 +29,13 @@ from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel
-from redis.asyncio import Redis
 
 from gateway.config import WebhookSettings
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, WebhookOutcome
 from gateway.netguard import AddressPolicy, GuardedTransport, UnsafeDestination, check_url
-from gateway.store import Keys, TaskRecord, TaskStore, translated
+from gateway.shards import draw, shard_of
+from gateway.store import Keys, RedisClient, TaskRecord, TaskStore, translated
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class WebhookDelivery(BaseModel):
 
 def new_delivery(record: TaskRecord, url: str) -> WebhookDelivery:
     return WebhookDelivery(
-        id="msg_" + secrets.token_urlsafe(18),
+        id=draw(lambda: "msg_" + secrets.token_urlsafe(18), shard_of(record.id)),
         task_id=record.id,
         url=url,
         payload=record.public().model_dump_json(),
@@ -141,7 +141,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         store: TaskStore,
         settings: WebhookSettings,
         secret: str,
@@ -169,7 +169,7 @@ class WebhookSender:
         while not self._stop.is_set():
             due: list[str] = []
             try:
-                due = await self._store.claim_due(Keys.WEBHOOKS_DUE, time.time(), LEASE_S, BATCH)
+                due = await self._store.claim_due("webhooks", time.time(), LEASE_S, BATCH)
             except StoreUnavailable:
                 self._metrics.redis_error("webhooks")
                 logger.warning("webhook queue unreachable; retrying")
@@ -216,7 +216,7 @@ class WebhookSender:
         at = time.time() + retry_delay_s(delivery.attempt, self._settings.retry_delays_s)
         async with translated(), self._redis.pipeline(transaction=True) as pipe:
             pipe.set(Keys.webhook(delivery_id), delivery.model_dump_json(), keepttl=True)
-            pipe.zadd(Keys.WEBHOOKS_DUE, {delivery_id: at})
+            pipe.zadd(self._store.due_key("webhooks", delivery_id, at), {delivery_id: at})
             await pipe.execute()
         logger.warning("webhook failed; will retry", extra={
             "task_id": delivery.task_id, "attempt": delivery.attempt, "error": error})  # fmt: skip
@@ -245,7 +245,7 @@ class WebhookSender:
 
     async def _forget(self, delivery_id: str, keep: WebhookDelivery | None = None) -> None:
         async with translated(), self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(Keys.WEBHOOKS_DUE, delivery_id)
+            pipe.zrem(Keys.due("webhooks", shard_of(delivery_id)), delivery_id)
             if keep is None:
                 pipe.delete(Keys.webhook(delivery_id))
             else:  # a dead letter: kept (with its TTL) for an operator to look at

@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from gateway.embedded_redis import EmbeddedRedis
-from gateway.store import connect
+from gateway.store import RedisClient, connect
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +28,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
     client = connect(redis_url)
     await client.flushdb()
     yield client

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import redis
 
+from gateway.shards import shard_of
 from gateway.store import Keys
 from tests.e2e.conftest import Gateway, Sandbox, gateway_config
 
@@ -34,8 +35,9 @@ def test_sigterm_drains_finishes_requests_in_flight_and_hands_leases_back(
         created = client.post("/v1/videos", json={**BODY, "routing": {"providers": ["runapi"]}})
     assert created.status_code == 202, created.text
     t0 = created.json()["id"]
+    schedule = Keys.due("poll", shard_of(t0))
     deadline = time.monotonic() + 10
-    while (store.zscore(Keys.POLL_DUE, t0) or 0) < time.time() + 5:  # claimed: leased 16 s
+    while (store.zscore(schedule, t0) or 0) < time.time() + 5:  # claimed: leased 16 s
         assert time.monotonic() < deadline, "the poller never claimed the task"
         time.sleep(0.02)
 
@@ -61,7 +63,7 @@ def test_sigterm_drains_finishes_requests_in_flight_and_hands_leases_back(
     assert [a.status_code for a in answers] == [202]
     # uvicorn, once shut down gracefully, raises the signal it caught again: exit by SIGTERM.
     assert gateway.process.wait(15) in (0, -signal.SIGTERM)
-    handed_back = store.zscore(Keys.POLL_DUE, t0)
+    handed_back = store.zscore(schedule, t0)
     assert handed_back is not None
     assert handed_back <= time.time()  # due now, not when the 16 s lease would have run out
     assert "draining" in gateway.logs()

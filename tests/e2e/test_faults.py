@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from gateway.embedded_redis import EmbeddedRedis
+from gateway.store import Keys
 from tests.e2e.conftest import (
     CLIENT_KEY,
     OTHER_KEY,
@@ -75,14 +76,14 @@ def create(client: httpx.Client, n: int, **fields: Any) -> httpx.Response:
 
 
 def stored_tasks(url: str) -> dict[str, dict[str, Any]]:
-    """Every task record in Redis, by id (a scan of ``gw:task:*``)."""
+    """Every task record in Redis, by id (a scan of ``gw:*:task:*``, every shard)."""
     client = redis.Redis.from_url(url)
     try:
         records = {}
-        for key in client.scan_iter("gw:task:*", count=1000):
+        for key in client.scan_iter("gw:*:task:*", count=1000):
             raw = client.get(key)
             assert raw is not None, key
-            records[key.decode().removeprefix("gw:task:")] = json.loads(raw)
+            records[key.decode().partition(":task:")[2]] = json.loads(raw)
         return records
     finally:
         client.close()
@@ -193,7 +194,7 @@ def test_redis_killed_and_restarted_from_its_append_only_file_keeps_every_task(
         assert after[first["id"]]["status"] == "completed"
         ttls = redis.Redis.from_url(own_redis.url)
         try:
-            assert all(0 < ttls.ttl(f"gw:task:{i}") <= TASK_TTL_S for i in ids)
+            assert all(0 < ttls.ttl(Keys.task(i)) <= TASK_TTL_S for i in ids)
         finally:
             ttls.close()
 

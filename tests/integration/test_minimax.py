@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.poller import callback_urls
-from gateway.store import KEY_PREFIX
+from gateway.store import KEY_PREFIX, Keys
 from providers.sandbox.engine import Knobs
 from tests.integration.conftest import IMAGE, Harness, minimax_config
 
@@ -178,9 +178,9 @@ async def test_callbacks_at_the_new_and_the_old_path_are_hints_and_unknown_token
         status={"poll_interval_s": 1},
     )
     created = (await h.create(TEXT)).json()
-    keys = [k async for k in redis.scan_iter(f"{KEY_PREFIX}:callback:*")]
+    keys = [k async for k in redis.scan_iter(f"{KEY_PREFIX}:*:callback:*")]  # every shard
     tokens = [k.decode().rsplit(":", 1)[1] for k in keys]
-    owners = [await redis.get(f"{KEY_PREFIX}:callback:{t}") for t in tokens]
+    owners = [await redis.get(Keys.callback(t)) for t in tokens]
     token = tokens[owners.index(created["id"].encode())]
     hint = await h.client.post(f"/callbacks/minimax/{token}", json={"status": "Success"})
     assert hint.status_code == 204

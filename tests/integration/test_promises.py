@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from gateway.errors import GatewayError
 from gateway.idempotency import IdempotentCreates, fingerprint
 from gateway.schemas import CreateVideoRequest, Task, TaskError
+from gateway.shards import shard_of
 from gateway.store import (
     IdempotencyRecord,
     IdempotencyStore,
@@ -404,7 +405,7 @@ async def test_a_create_answered_final_goes_through_finalize(
     task = (await h.read(answer.json()["id"])).json()
     assert task["status"] == "failed"
     assert task["completed_at"] is not None
-    assert await redis.zscore(Keys.POLL_DUE, task["id"]) is None
+    assert await redis.zscore(Keys.due("poll", shard_of(task["id"])), task["id"]) is None
 
 
 # 12 ----------------------------------------------------------------------------------------

@@ -9,12 +9,12 @@ from redis.asyncio import Redis
 from gateway.errors import RateLimited
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
-from gateway.store import Keys, connect
+from gateway.store import Keys, RedisClient, connect
 from tests.integration.conftest import IMAGE, OTHER_KEY, Harness
 from tests.scrape import Scrape
 
 
-def limiter_of(redis: Redis, per_minute: dict[str, int | None]) -> RateLimiter:
+def limiter_of(redis: RedisClient, per_minute: dict[str, int | None]) -> RateLimiter:
     return RateLimiter(redis, per_minute, metrics=Metrics([]))
 
 

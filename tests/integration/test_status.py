@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.shards import shard_of
 from gateway.store import Keys, TaskRecord
 from providers.sandbox.engine import Knobs
 from tests.integration.conftest import IMAGE, WEBHOOK_SECRET, Harness
@@ -175,7 +176,9 @@ async def test_background_poller_finishes_tasks_nobody_asks_about(
     while await stored_status() != "completed":
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
-    assert await redis.zscore(Keys.POLL_DUE, task_id) is None  # off the schedule once final
+    assert (
+        await redis.zscore(Keys.due("poll", shard_of(task_id)), task_id) is None
+    )  # off the schedule once final
 
 
 async def final_task(h: Harness, task_id: str, timeout_s: float = 8.0) -> dict[str, Any]:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from redis.asyncio import Redis
 
 from gateway.errors import StoreUnavailable
 from gateway.schemas import Attempt, Task
+from gateway.shards import SHARDS, shard_of
 from gateway.store import Keys, TaskRecord, TaskStore, connect, new_task_id
 from providers.base import TaskStatus, VideoJob
 
@@ -93,12 +96,15 @@ async def test_claimed_schedule_entries_are_taken_over_when_the_lease_runs_out(
 ) -> None:
     store = TaskStore(redis, ttl_s=60)
     record = new_record()
-    await store.create(record, check_at=0)
-    assert await store.claim_due(Keys.POLL_DUE, now=10, lease_s=5, limit=10) == [record.id]
+    # Times an hour ahead: a background poller left running by another test (claiming by
+    # the real clock) cannot take the entry in between.
+    at = float(int(time.time()) + 3600)  # whole seconds: at + 10 + 5 == at + 15 exactly
+    await store.create(record, check_at=at)
+    assert await store.claim_due("poll", now=at + 10, lease_s=5, limit=SHARDS) == [record.id]
     # Leased to the first claimer: nobody else gets it before the lease ends...
-    assert await store.claim_due(Keys.POLL_DUE, now=14, lease_s=5, limit=10) == []
+    assert await store.claim_due("poll", now=at + 14, lease_s=5, limit=SHARDS) == []
     # ...and if that claimer died, the next instance takes it over.
-    assert await store.claim_due(Keys.POLL_DUE, now=15, lease_s=5, limit=10) == [record.id]
+    assert await store.claim_due("poll", now=at + 15, lease_s=5, limit=SHARDS) == [record.id]
 
 
 async def test_a_final_task_is_finalized_once_and_never_overwritten(redis: Redis) -> None:
@@ -114,7 +120,7 @@ async def test_a_final_task_is_finalized_once_and_never_overwritten(redis: Redis
     saved = await store.get(record.id)
     assert saved is not None
     assert saved.status is TaskStatus.COMPLETED
-    assert await redis.zscore(Keys.POLL_DUE, record.id) is None
+    assert await redis.zscore(Keys.due("poll", shard_of(record.id)), record.id) is None
 
 
 async def test_one_poll_turn_per_interval(redis: Redis) -> None:
@@ -142,7 +148,7 @@ async def test_accepted_task_is_saved_and_scheduled_for_its_first_poll_in_one_st
     saved = await store.get(record.id)
     assert saved is not None
     assert saved.provider_task_id == "up-1"
-    assert await redis.zscore(Keys.POLL_DUE, record.id) == 2_000.0
+    assert await redis.zscore(Keys.due("poll", shard_of(record.id)), record.id) == 2_000.0
 
 
 async def test_accept_neither_undoes_a_final_task_nor_schedules_it_again(redis: Redis) -> None:
@@ -157,4 +163,4 @@ async def test_accept_neither_undoes_a_final_task_nor_schedules_it_again(redis: 
     stored = await store.get(record.id)
     assert stored is not None
     assert stored.status is TaskStatus.COMPLETED
-    assert await redis.zscore(Keys.POLL_DUE, record.id) is None
+    assert await redis.zscore(Keys.due("poll", shard_of(record.id)), record.id) is None

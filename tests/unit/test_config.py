@@ -67,6 +67,17 @@ def test_bad_value_fails_naming_the_key(tmp_path: Path) -> None:
         load_settings(path, {})
 
 
+def test_unreadable_redis_url_fails_naming_the_key_and_the_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "redis:\n  url: redis+sentinel://h1:26379\n")
+    with pytest.raises(ConfigError, match=r"redis\.url.*service name"):
+        load_settings(path, {})
+
+
+def test_sentinel_and_cluster_urls_are_accepted(tmp_path: Path) -> None:
+    for url in ("redis+sentinel://h1:26379,h2:26379/mymaster", "redis+cluster://h1:7000,h2:7001"):
+        assert load_settings(write(tmp_path, f"redis:\n  url: {url}\n"), {}).redis.url == url
+
+
 def test_poll_interval_below_one_second_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "status:\n  poll_interval_s: 0.5\n")
     with pytest.raises(ConfigError, match=r"status\.poll_interval_s"):
