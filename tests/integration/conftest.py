@@ -253,8 +253,11 @@ class Acl:
         await self.allow_all()
 
 
-EVERY_KEY_BUT_TASKS = ("gw:idem:*", "gw:circuit:*", "gw:health:*", "gw:rate:*", "gw:due:*")
-EVERY_KEY_BUT_IDEMPOTENCY = ("gw:task:*", "gw:circuit:*", "gw:health:*", "gw:rate:*", "gw:due:*")
+# Key patterns in the hash-tagged layout (gw:{<tag>}:<kind>…, store.Keys).
+EVERY_KEY_BUT_TASKS = ("gw:*:idem:*", "gw:*:circuit*", "gw:*:health:*", "gw:*:rate", "gw:*:due:*")
+EVERY_KEY_BUT_IDEMPOTENCY = (
+    "gw:*:task:*", "gw:*:circuit*", "gw:*:health:*", "gw:*:rate", "gw:*:due:*",
+)  # fmt: skip
 
 
 @pytest.fixture

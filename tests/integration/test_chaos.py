@@ -50,7 +50,7 @@ class LosesAnswers(httpx.AsyncBaseTransport):
 async def stored_records(redis: Redis) -> list[TaskRecord]:
     return [
         TaskRecord.model_validate_json(await redis.get(key) or b"")
-        async for key in redis.scan_iter(match="gw:task:*")
+        async for key in redis.scan_iter(match="gw:*:task:*")
     ]
 
 

@@ -241,7 +241,7 @@ async def test_an_error_answered_during_an_outage_is_forgotten(
     """The claim is taken, then Redis refuses the task and the release alike: 503. Once Redis is
     back, the key is released and a retry runs again (no 409, no false 504)."""
     h: Harness = await harness_factory(redis_url_override=acl.url)
-    await acl.only_keys("gw:idem:*")
+    await acl.only_keys("gw:*:idem:*")
     await acl.deny("del", "eval", "evalsha", "unlink")
     failed = await create(h, idem="order-outage")
     assert failed.status_code == 503
@@ -347,7 +347,7 @@ async def test_an_accept_for_a_task_deleted_meanwhile_writes_it_again(
 
     async def lose_the_task() -> None:
         await asyncio.sleep(0.15)
-        keys = [k async for k in redis.scan_iter(match="gw:task:*")]
+        keys = [k async for k in redis.scan_iter(match="gw:*:task:*")]
         await redis.delete(*keys)
 
     losing = asyncio.create_task(lose_the_task())
@@ -366,7 +366,7 @@ async def test_an_accept_refused_because_the_task_ended_answers_504_with_its_id(
 
     async def end_the_task() -> None:
         await asyncio.sleep(0.15)
-        keys = [k async for k in redis.scan_iter(match="gw:task:*")]
+        keys = [k async for k in redis.scan_iter(match="gw:*:task:*")]
         key = keys[0]
         record = TaskRecord.model_validate_json(await redis.get(key) or b"")
         record.finish(TaskStatus.FAILED, error=TaskError(code="submit_interrupted", message="x"))
