@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from benchmarks.processes import ProcessStack, start_redis
 from benchmarks.workload import IMAGE, PROMPT
 from gateway.schemas import Attempt
-from gateway.store import Keys, RedisClient, TaskRecord, TaskStore, connect
+from gateway.store import Keys, RedisClient, TaskStore, connect
+from gateway.tasks import TaskRecord
 from providers.base import TaskStatus, VideoJob
 
 RecordKind = Literal["rendering", "final"]

@@ -206,13 +206,15 @@ class VideoController(Controller):
         summary="Delete a task and its stored video",
         description=(
             "A task that is not final keeps running at its reseller, which bills it if it "
-            "completes; the gateway only forgets it."
+            "completes; the gateway only forgets it. While the gateway is resubmitting a failed "
+            "generation (a paid create in flight) the answer is 409 task_busy with Retry-After."
         ),
         responses={
             200: _ok(TaskDeleted, "Deleted"),
             **MALFORMED,
             **GUARDED,
             404: _problem("not_found: no such task for this key"),
+            409: _problem("task_busy: a resubmission is in flight; retry after Retry-After"),
             **STORE_DOWN,
         },
     )

@@ -39,7 +39,7 @@ from gateway.drain import Drain
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.errors import exception_handlers
 from gateway.health import Health, Readiness
-from gateway.idempotency import IdempotentCreates
+from gateway.idempotency import IdempotencyStore, IdempotentCreates
 from gateway.invalidation import Invalidations
 from gateway.listing import TaskIndex, TaskListing, stored_copy_deleter
 from gateway.live import LiveSettings, Reloader
@@ -48,14 +48,15 @@ from gateway.netguard import AddressPolicy
 from gateway.openai_compat import MAX_FORM_PARTS
 from gateway.openapi import PATH as OPENAPI_PATH
 from gateway.openapi import describe_deployment, openapi_config
-from gateway.poller import Poller, Refresher
+from gateway.poller import Poller
 from gateway.ratelimit import RateLimiter
 from gateway.retention import Retention
 from gateway.router import Route, Router
 from gateway.service import ServiceOptions, VideoService
 from gateway.shortcut import FinalTaskShortcut
+from gateway.status import Finalizer, Refresher
 from gateway.storage import VideoStore, open_video_store
-from gateway.store import IdempotencyStore, RedisClient, TaskStore, connect
+from gateway.store import RedisClient, TaskStore, connect
 from gateway.video_copy import CopyQueue, VideoCopier
 from gateway.video_source import VideoSource
 from gateway.webhooks import WebhookSender
@@ -121,9 +122,11 @@ def build_resources(
         if settings.storage.enabled else None
     )  # fmt: skip
     wake_copier = asyncio.Event()
+    finalizer = Finalizer(store, health, budgets=budgets, metrics=metrics,
+                          webhooks_enabled=webhook_secret is not None)  # fmt: skip
     refresher = Refresher(
-        store, router, health, settings.status,
-        webhooks_enabled=webhook_secret is not None, public_url=settings.server.public_url,
+        store, router, finalizer, settings.status,
+        health=health, public_url=settings.server.public_url,
         metrics=metrics, budgets=budgets, create_timeout_s=create_timeout_s,
         copies=CopyQueue(store, wake_copier) if videos is not None else None,
     )  # fmt: skip
@@ -155,14 +158,14 @@ def build_resources(
         invalidations, *([balances] if balances.watched else [])
     ]  # fmt: skip
     if videos is not None:
-        loops += _video_loops(settings, store, videos, refresher, wake_copier, video_transport,
+        loops += _video_loops(settings, store, videos, finalizer, wake_copier, video_transport,
                               metrics)  # fmt: skip
     if settings.status.background_polling:
         slowest_status = max((r.config.timeout_s for r in routes), default=30.0)
         lease_s = slowest_status + 10
         loops.append(
             Poller(store, refresher, settings.status, create_timeout_s=create_timeout_s,
-                   lease_s=lease_s, metrics=metrics, budgets=budgets)
+                   lease_s=lease_s, metrics=metrics, finalizer=finalizer)
         )  # fmt: skip
     if webhook_secret is not None:
         loops.append(WebhookSender(
@@ -174,6 +177,7 @@ def build_resources(
             store,
             router,
             refresher,
+            finalizer,
             idempotent,
             options,
             metrics=metrics,
@@ -200,7 +204,7 @@ def _video_loops(
     settings: Settings,
     store: TaskStore,
     videos: VideoStore,
-    refresher: Refresher,
+    finalizer: Finalizer,
     wake: asyncio.Event,
     transport: httpx.AsyncBaseTransport | None,
     metrics: Metrics,
@@ -210,7 +214,7 @@ def _video_loops(
     policy = AddressPolicy(allow_private=settings.storage.allow_private_sources)
     copier = VideoCopier(
         store, videos, VideoSource(policy, settings.storage.max_bytes, transport), retention,
-        settings.storage, finalize=refresher.finalize, public_url=settings.server.public_url,
+        settings.storage, finalize=finalizer.finalize, public_url=settings.server.public_url,
         metrics=metrics, wake=wake,
     )  # fmt: skip
     logger.info("finished videos are copied to %s", videos.description)

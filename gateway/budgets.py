@@ -36,7 +36,8 @@ from typing import Literal
 from gateway.config import BudgetSettings
 from gateway.errors import BudgetExceeded, StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.store import Keys, RedisClient, TaskRecord, translated
+from gateway.store import Keys, RedisClient, translated
+from gateway.tasks import TaskRecord
 from providers.base import TaskStatus
 
 logger = logging.getLogger(__name__)

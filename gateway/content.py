@@ -26,9 +26,9 @@ from gateway.api import BEARER, GUARDED, MALFORMED, _problem
 from gateway.auth import current_client, require_client
 from gateway.errors import NotFound, RangeNotSatisfiable, VideoStorageUnavailable
 from gateway.metrics import Metrics
-from gateway.service import TASK_ID
 from gateway.storage import VideoMissing, VideoStore, VideoStoreError
-from gateway.store import StoredVideo, TaskRecord, TaskStore
+from gateway.store import TaskStore
+from gateway.tasks import TASK_ID, StoredVideo, TaskRecord
 from providers.base import TaskStatus
 
 logger = logging.getLogger(__name__)

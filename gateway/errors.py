@@ -86,6 +86,10 @@ class IdempotencyKeyInUse(GatewayError):
     status, code, title = 409, "idempotency_key_in_use", "A request with this key is in flight"
 
 
+class TaskBusy(GatewayError):
+    status, code, title = 409, "task_busy", "The task is being resubmitted; retry shortly"
+
+
 class IdempotencyKeyReused(GatewayError):
     status, code = 422, "idempotency_key_reused"
     title = "This Idempotency-Key was used with a different body"

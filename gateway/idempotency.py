@@ -20,6 +20,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, PrivateAttr
 
 from gateway.errors import (
     GatewayError,
@@ -29,8 +32,10 @@ from gateway.errors import (
     StoreUnavailable,
     UpstreamOutcomeUnknown,
 )
-from gateway.schemas import CreateVideoRequest, FieldError, Task
-from gateway.store import IdempotencyRecord, IdempotencyStore, TaskRecord, TaskStore
+from gateway.metrics import Metrics
+from gateway.schemas import CreateVideoRequest, FieldError, Problem, Task
+from gateway.store import Keys, RedisClient, TaskStore, translated
+from gateway.tasks import TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,97 @@ HEADER = "Idempotency-Key"
 SETTLE_RETRY_S = 60.0
 """How long a key's settle or release is retried during a Redis outage (a restart or a
 failover takes about a second; the claim turns stale after the longest create anyway)."""
+
+
+# Compare-and-swap on an idempotency record: replace (or, with an empty ARGV[2], delete) the
+# record only if it still holds exactly the value the caller read (ARGV[1]). Another instance's
+# newer claim is never overwritten or deleted. Retried after a lost reply, it still answers 1:
+# the key already holds the new value (or, for a delete, nothing).
+_SWAP_IF_UNCHANGED = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  if ARGV[2] == '' then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  end
+  return 1
+end
+if ARGV[2] == '' then return current and 0 or 1 end
+return current == ARGV[2] and 1 or 0
+"""
+
+
+class IdempotencyRecord(BaseModel):
+    """What an ``Idempotency-Key`` is bound to: one request body and the task it created."""
+
+    state: Literal["in_flight", "done", "outcome_unknown"]
+    fingerprint: str
+    task_id: str
+    started_at: float
+    problem: Problem | None = None
+    """The ``504`` answered for an ``outcome_unknown`` create, replayed as it was."""
+    _stored_as: str | None = PrivateAttr(default=None)
+    """The exact value read from Redis, for a compare-and-swap on it. ``model_copy`` keeps it,
+    so a copy serves only as a new value (:meth:`IdempotencyStore.swap` writes its JSON)."""
+
+    @property
+    def stored_as(self) -> str:
+        """What Redis holds for this record: the value read, else this process's own JSON."""
+        return self._stored_as if self._stored_as is not None else self.model_dump_json()
+
+    @classmethod
+    def read(cls, raw: bytes | str) -> IdempotencyRecord:
+        record = cls.model_validate_json(raw)
+        record._stored_as = raw.decode() if isinstance(raw, bytes) else raw
+        return record
+
+
+class IdempotencyStore:
+    """``Idempotency-Key`` records, scoped to the client; ``SET NX`` makes the claim atomic
+    across instances, and every later change is a compare-and-swap on the value last read."""
+
+    def __init__(self, redis: RedisClient, *, ttl_s: int, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
+        self._redis = redis
+        self._ttl_s = ttl_s
+        self._swap = redis.register_script(_SWAP_IF_UNCHANGED)
+
+    @staticmethod
+    def key(client: str, idempotency_key: str) -> str:
+        return Keys.idempotency(client, idempotency_key)
+
+    async def claim(
+        self, client: str, idempotency_key: str, record: IdempotencyRecord
+    ) -> IdempotencyRecord | None:
+        """Bind the key to ``record``; returns None when this caller won it, else the record
+        already there."""
+        key = self.key(client, idempotency_key)
+        mine = record.model_dump_json()
+        for _ in range(3):  # the existing record may expire between SET NX and GET
+            async with translated(self._metrics, "idempotency"):
+                if await self._redis.set(key, mine, nx=True, ex=self._ttl_s):
+                    return None
+                raw = await self._redis.get(key)
+            if raw is not None:
+                existing = IdempotencyRecord.read(raw)
+                # A SET NX retried after its reply was lost finds this caller's own claim.
+                return None if existing.stored_as == mine else existing
+        raise StoreUnavailable("idempotency record kept changing")
+
+    async def swap(
+        self,
+        client: str,
+        idempotency_key: str,
+        read: IdempotencyRecord,
+        new: IdempotencyRecord | None,
+    ) -> bool:
+        """Replace the record ``read`` by ``new`` (None: forget the key) only if the key still
+        holds exactly what was read; False when another request changed it meanwhile."""
+        args = [read.stored_as, "" if new is None else new.model_dump_json()]
+        async with translated(self._metrics, "idempotency"):
+            done = await self._swap(keys=[self.key(client, idempotency_key)], args=args)
+        return int(done) == 1
 
 
 def check_key(value: str | None) -> str | None:

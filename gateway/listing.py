@@ -28,13 +28,13 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from gateway.cache import FinalTasks
-from gateway.errors import NotFound, StoreUnavailable
+from gateway.errors import NotFound, StoreUnavailable, TaskBusy
 from gateway.invalidation import Invalidations
 from gateway.metrics import Metrics
 from gateway.retention import Retention
 from gateway.schemas import TaskDeleted, TaskList
-from gateway.service import TASK_ID
-from gateway.store import Keys, RedisClient, TaskRecord, TaskStore, translated
+from gateway.store import Keys, RedisClient, TaskStore, translated
+from gateway.tasks import TASK_ID, TaskRecord
 from gateway.video_copy import object_key
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ Order = Literal["asc", "desc"]
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
 MAX_READS = 5
+RETRY_BUSY_S = 5
+"""Retry-After of a DELETE refused while a resubmission is in flight."""
 """Index reads one page may take when it meets ids whose records are gone."""
 
 # KEYS: index, deleted. ARGV: cursor id ('' for none), count, '1' for newest first.
@@ -208,9 +210,14 @@ class TaskListing:
         record = await self._store.get(task_id) if TASK_ID.match(task_id) else None
         if record is None or record.client != client:
             raise NotFound(f"no task {task_id}")
+        if record.resubmitting:
+            raise _busy(task_id)
         if self._delete_copy is not None:
             await self._delete_copy(record)
-        if not await self._store.delete(record):
+        deleted = await self._store.delete(record)
+        if deleted == "busy":  # a resubmission began since the read
+            raise _busy(task_id)
+        if deleted == "gone":
             raise NotFound(f"no task {task_id}")  # a concurrent delete won
         self._final.evict(task_id)
         await self._invalidations.publish(task_id)
@@ -239,3 +246,12 @@ def _log_deleted(record: TaskRecord) -> None:
         logger.info("task deleted", extra=extra)
     else:
         logger.warning("unfinished task deleted; it still runs at its reseller", extra=extra)
+
+
+def _busy(task_id: str) -> TaskBusy:
+    """A resubmission's paid create is in flight: its answer must be recorded (and the new
+    upstream task mapped) before the task can go; that takes at most one create's time."""
+    return TaskBusy(
+        f"task {task_id} is being resubmitted to another provider; retry in a few seconds",
+        headers={"Retry-After": str(RETRY_BUSY_S)},
+    )

@@ -4,14 +4,13 @@ Create: check the request against what is configured → write the task (refused
 down, before any upstream call) → record each attempt before it is made → route → save the
 mapping and put the task on the poll schedule.
 Look up: read the task; if it is not final and its poll interval has passed, refresh it
-through the :class:`~gateway.poller.Refresher` (one upstream read per interval).
+through the :class:`~gateway.status.Refresher` (one upstream read per interval).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -29,18 +28,18 @@ from gateway.errors import (
 )
 from gateway.idempotency import IdempotentCreates, Outcome
 from gateway.metrics import Metrics
-from gateway.poller import Refresher, callback_urls, place
 from gateway.router import Router
 from gateway.schemas import Attempt, CreateVideoRequest, Task, TaskError
 from gateway.shards import new_token, shard_of
-from gateway.store import Keys, TaskRecord, TaskStore
+from gateway.status import Finalizer, Refresher, callback_urls
+from gateway.store import Keys, TaskStore
 from gateway.strategies import Candidate
+from gateway.tasks import TASK_ID, TaskRecord, place
 from gateway.webhooks import refusal
 from providers.base import TaskStatus, VideoJob
 
 logger = logging.getLogger(__name__)
 
-TASK_ID = re.compile(r"^vid_[a-z2-7]{26}$")
 ACCEPT_MARGIN_S = 5.0
 """The background accept write stops this long before the poller may take the create for
 interrupted (``create_timeout_s`` after the task's creation)."""
@@ -81,6 +80,7 @@ class VideoService:
         store: TaskStore,
         router: Router,
         refresher: Refresher,
+        finalizer: Finalizer,
         idempotent: IdempotentCreates,
         options: ServiceOptions,
         *,
@@ -98,6 +98,7 @@ class VideoService:
         self._store = store
         self._router = router
         self._refresher = refresher
+        self._finalizer = finalizer
         self._idempotent = idempotent
         self._options = options
         self._background: set[asyncio.Task[object]] = set()
@@ -216,8 +217,7 @@ class VideoService:
         delay = 0.05
         while True:
             try:
-                if await self._store.finalize(record):
-                    await self._budgets.finalized(record)
+                await self._finalizer.finalize(record, announce=False)  # the answer told it
             except StoreUnavailable:  # counted by the store
                 if time.monotonic() >= deadline:
                     logger.warning("refused create not recorded yet", extra={"task_id": record.id})

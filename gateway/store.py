@@ -8,16 +8,13 @@ Any Redis failure leaves this module as :class:`gateway.errors.StoreUnavailable`
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
-import secrets
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
@@ -28,10 +25,8 @@ from redis.exceptions import NoScriptError, RedisError
 from gateway import redis_urls
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
-from gateway.progress import progress
-from gateway.schemas import Attempt, Mode, Problem, RoutingOverrides, Task, TaskError
-from gateway.shards import DueHints, draw, shard_of, shard_tag
-from providers.base import Duration, Resolution, TaskStatus, Tier, VideoJob
+from gateway.shards import DueHints, shard_of, shard_tag
+from gateway.tasks import TaskRecord
 
 KEY_PREFIX = "gw"
 
@@ -103,6 +98,19 @@ redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 return 1
 """
 
+# Delete a task (record, poll schedule entry, callback token: one shard) unless a resubmission's
+# paid create is in flight: its answer must find the record to be written to (-1: busy; 0: the
+# task was gone already). KEYS: task, due-set[, callback]. ARGV: task id.
+_DELETE_UNLESS_RESUBMITTING = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if cjson.decode(current)['resubmitting'] == true then return -1 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if #KEYS > 2 then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
 # Claim due members of one shard of a schedule: push their score to the lease's end, so
 # another instance takes them over only if this one does not finish (or reschedule) them in
 # time. Returns {ids, the earliest score left (nil when empty)}.
@@ -126,6 +134,8 @@ RedisClient = Redis | RedisCluster
 
 Accepted = Literal["saved", "final", "missing"]
 ACCEPT_RESULTS: dict[int, Accepted] = {1: "saved", 0: "final", -1: "missing"}
+Deleted = Literal["deleted", "gone", "busy"]
+DELETE_RESULTS: dict[int, Deleted] = {1: "deleted", 0: "gone", -1: "busy"}
 
 
 class Keys:
@@ -234,171 +244,6 @@ class Keys:
         return f"{KEY_PREFIX}:{{b:{provider}}}:balance:lease"
 
 
-def new_task_id(shard: int | None = None) -> str:
-    """``vid_`` + 26 base32 characters of 128 random bits: opaque, URL-safe, unguessable; in
-    ``shard`` when given (a task created under an ``Idempotency-Key`` lives in the key's)."""
-    return draw(
-        lambda: "vid_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower(),
-        shard,
-    )
-
-
-def now_s() -> int:
-    return int(time.time())
-
-
-class CopyState(BaseModel):
-    """A finished video's copy into the gateway's storage, while it runs (and how it ended)."""
-
-    started_at: float
-    attempts: int = 0
-    last_error: str | None = None
-    gave_up: str | None = None
-    """Why the reseller's link was kept instead of a stored copy."""
-
-
-class StoredVideo(BaseModel):
-    """The gateway's own copy of a finished video."""
-
-    key: str
-    """The object's key in the store."""
-    size: int
-    sha256: str
-    content_type: str
-    stored_at: int
-    delete_at: int
-    """When retention deletes it (Unix seconds); the task's ``expires_at``."""
-
-
-class TaskRecord(BaseModel):
-    """What the store keeps for one task; :meth:`public` is what a client sees."""
-
-    id: str
-    client: str
-    status: TaskStatus = TaskStatus.QUEUED
-    job: VideoJob | None
-    """The canonical request; dropped once the task is final (it is only needed to submit)."""
-    mode: Mode
-    model: str
-    tier: Tier
-    duration: Duration
-    resolution: Resolution
-    webhook_url: str | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-    provider: str | None = None
-    provider_task_id: str | None = None
-    price_usd: float | None = None
-    video_url: str | None = None
-    error: TaskError | None = None
-    attempts: list[Attempt] = Field(default_factory=list)
-    created_at: int
-    updated_at: int
-    completed_at: int | None = None
-    polled_at: float | None = None
-    """When the upstream was last asked for this task's status (Unix seconds, fractional)."""
-    routing: RoutingOverrides | None = None
-    """The request's routing overrides, kept for a resubmission."""
-    resubmits: int = 0
-    resubmitting: bool = False
-    """A resubmission's paid create is in flight (set atomically before it, cleared with its
-    outcome): other pollers leave the task alone."""
-    callback_token: str | None = None
-    expected_render_s: float | None = None
-    """``status.expected_render_s`` when the task was created: its ``progress`` estimate."""
-    upstream_progress: int | None = None
-    """The upstream's own progress figure, where it reports one."""
-    upstream_video_url: str | None = None
-    """The reseller's own link to the finished video."""
-    expires_at: int | None = None
-    """Until when ``video_url`` works; None when unknown (the reseller's link)."""
-    copy_state: CopyState | None = None
-    """Set while (and after) the finished video is copied; None: no copy was tried."""
-    stored: StoredVideo | None = None
-
-    @classmethod
-    def new(
-        cls,
-        client: str,
-        job: VideoJob,
-        *,
-        webhook_url: str | None,
-        metadata: dict[str, str],
-        routing: RoutingOverrides | None = None,
-        shard: int | None = None,
-        expected_render_s: float | None = None,
-    ) -> TaskRecord:
-        created = now_s()
-        return cls(
-            routing=routing,
-            expected_render_s=expected_render_s,
-            id=new_task_id(shard),
-            client=client,
-            job=job,
-            mode=job.mode,
-            model=job.model,
-            tier=job.tier,
-            duration=job.duration,
-            resolution=job.resolution,
-            webhook_url=webhook_url,
-            metadata=metadata,
-            created_at=created,
-            updated_at=created,
-        )
-
-    @property
-    def is_final(self) -> bool:
-        return self.status.is_final
-
-    def finish(
-        self,
-        status: TaskStatus,
-        *,
-        video_url: str | None = None,
-        error: TaskError | None = None,
-    ) -> None:
-        """Move to a final state; the job is no longer needed."""
-        at = now_s()
-        self.status = status
-        self.video_url = video_url
-        self.error = error
-        self.updated_at = at
-        self.completed_at = at
-        self.job = None
-
-    def public(self) -> Task:
-        # The record was validated when read; building the public view without validating it
-        # again keeps lookups cheap (tests check it matches Task's schema).
-        return Task.model_construct(
-            id=self.id,
-            status=self.status,
-            progress=progress(
-                self.status,
-                age_s=time.time() - self.created_at,
-                expected_render_s=self.expected_render_s,
-                upstream=self.upstream_progress,
-            ),
-            model=self.model,
-            tier=self.tier,
-            duration=self.duration,
-            resolution=self.resolution,
-            seconds=str(self.duration),
-            size=self.resolution,
-            mode=self.mode,
-            provider=self.provider,
-            provider_task_id=self.provider_task_id,
-            price_usd=self.price_usd,
-            video_url=self.video_url,
-            expires_at=self.expires_at,
-            upstream_video_url=self.upstream_video_url,
-            error=self.error,
-            metadata=self.metadata,
-            attempts=self.attempts,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            completed_at=self.completed_at,
-        )
-
-
 def connect(url: str) -> RedisClient:
     """The client for ``redis.url``'s topology (:mod:`gateway.redis_urls`): pooled, with short
     timeouts and a retry policy for transient errors (connection and timeout errors: a restart
@@ -467,6 +312,7 @@ class TaskStore:
         self._finalize = redis.register_script(_FINALIZE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._mark_resubmitting = redis.register_script(_MARK_RESUBMITTING)
+        self._delete = redis.register_script(_DELETE_UNLESS_RESUBMITTING)
         self._hints: dict[Schedule, DueHints] = {name: DueHints() for name in SCHEDULES}
 
     def _translated(self) -> AbstractAsyncContextManager[None]:
@@ -587,16 +433,17 @@ class TaskStore:
                 raise RuntimeError(f"unreadable task record {task_id}") from exc
         return records
 
-    async def delete(self, record: TaskRecord) -> bool:
-        """Remove a task, its callback token and its poll schedule entry. False when it was
-        already gone (deleted by a concurrent request, or expired)."""
-        async with self._translated(), self._redis.pipeline(transaction=False) as pipe:
-            pipe.delete(Keys.task(record.id))
-            pipe.zrem(Keys.due("poll", shard_of(record.id)), record.id)
-            if record.callback_token:
-                pipe.delete(Keys.callback(record.callback_token))
-            deleted, *_ = await pipe.execute()
-        return int(deleted) == 1
+    async def delete(self, record: TaskRecord) -> Deleted:
+        """Remove a task, its callback token and its poll schedule entry, in one step: "gone"
+        when it was already (a concurrent delete, or expired), "busy" while a resubmission's
+        paid create is in flight (deleting then would leave the new upstream task unrecorded).
+        """
+        keys = [Keys.task(record.id), Keys.due("poll", shard_of(record.id))]
+        if record.callback_token:
+            keys.append(Keys.callback(record.callback_token))
+        async with self._translated():
+            done = int(await self._delete(keys=keys, args=[record.id]))
+        return DELETE_RESULTS[done]
 
     async def task_for_callback(self, token: str) -> str | None:
         async with self._translated():
@@ -719,94 +566,3 @@ class TaskStore:
                 except RedisError as exc:
                     results[i] = exc
         return results
-
-
-# Compare-and-swap on an idempotency record: replace (or, with an empty ARGV[2], delete) the
-# record only if it still holds exactly the value the caller read (ARGV[1]). Another instance's
-# newer claim is never overwritten or deleted. Retried after a lost reply, it still answers 1:
-# the key already holds the new value (or, for a delete, nothing).
-_SWAP_IF_UNCHANGED = """
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] then
-  if ARGV[2] == '' then
-    redis.call('DEL', KEYS[1])
-  else
-    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-  end
-  return 1
-end
-if ARGV[2] == '' then return current and 0 or 1 end
-return current == ARGV[2] and 1 or 0
-"""
-
-
-class IdempotencyRecord(BaseModel):
-    """What an ``Idempotency-Key`` is bound to: one request body and the task it created."""
-
-    state: Literal["in_flight", "done", "outcome_unknown"]
-    fingerprint: str
-    task_id: str
-    started_at: float
-    problem: Problem | None = None
-    """The ``504`` answered for an ``outcome_unknown`` create, replayed as it was."""
-    _stored_as: str | None = PrivateAttr(default=None)
-    """The exact value read from Redis, for a compare-and-swap on it. ``model_copy`` keeps it,
-    so a copy serves only as a new value (:meth:`IdempotencyStore.swap` writes its JSON)."""
-
-    @property
-    def stored_as(self) -> str:
-        """What Redis holds for this record: the value read, else this process's own JSON."""
-        return self._stored_as if self._stored_as is not None else self.model_dump_json()
-
-    @classmethod
-    def read(cls, raw: bytes | str) -> IdempotencyRecord:
-        record = cls.model_validate_json(raw)
-        record._stored_as = raw.decode() if isinstance(raw, bytes) else raw
-        return record
-
-
-class IdempotencyStore:
-    """``Idempotency-Key`` records, scoped to the client; ``SET NX`` makes the claim atomic
-    across instances, and every later change is a compare-and-swap on the value last read."""
-
-    def __init__(self, redis: RedisClient, *, ttl_s: int, metrics: Metrics | None = None) -> None:
-        self._metrics = metrics
-        self._redis = redis
-        self._ttl_s = ttl_s
-        self._swap = redis.register_script(_SWAP_IF_UNCHANGED)
-
-    @staticmethod
-    def key(client: str, idempotency_key: str) -> str:
-        return Keys.idempotency(client, idempotency_key)
-
-    async def claim(
-        self, client: str, idempotency_key: str, record: IdempotencyRecord
-    ) -> IdempotencyRecord | None:
-        """Bind the key to ``record``; returns None when this caller won it, else the record
-        already there."""
-        key = self.key(client, idempotency_key)
-        mine = record.model_dump_json()
-        for _ in range(3):  # the existing record may expire between SET NX and GET
-            async with translated(self._metrics, "idempotency"):
-                if await self._redis.set(key, mine, nx=True, ex=self._ttl_s):
-                    return None
-                raw = await self._redis.get(key)
-            if raw is not None:
-                existing = IdempotencyRecord.read(raw)
-                # A SET NX retried after its reply was lost finds this caller's own claim.
-                return None if existing.stored_as == mine else existing
-        raise StoreUnavailable("idempotency record kept changing")
-
-    async def swap(
-        self,
-        client: str,
-        idempotency_key: str,
-        read: IdempotencyRecord,
-        new: IdempotencyRecord | None,
-    ) -> bool:
-        """Replace the record ``read`` by ``new`` (None: forget the key) only if the key still
-        holds exactly what was read; False when another request changed it meanwhile."""
-        args = [read.stored_as, "" if new is None else new.model_dump_json()]
-        async with translated(self._metrics, "idempotency"):
-            done = await self._swap(keys=[self.key(client, idempotency_key)], args=args)
-        return int(done) == 1

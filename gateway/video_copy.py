@@ -30,7 +30,8 @@ from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.retention import Retention
 from gateway.storage import VideoStore, VideoStoreError
-from gateway.store import CopyState, StoredVideo, TaskRecord, TaskStore, now_s
+from gateway.store import TaskStore
+from gateway.tasks import CopyState, StoredVideo, TaskRecord, now_s
 from gateway.video_source import VideoRejected, VideoSource, VideoUnavailable
 from providers.base import TaskStatus
 

@@ -35,7 +35,8 @@ from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, WebhookOutcome
 from gateway.netguard import AddressPolicy, GuardedTransport, UnsafeDestination, check_url
 from gateway.shards import draw, shard_of
-from gateway.store import Keys, RedisClient, TaskRecord, TaskStore, translated
+from gateway.store import Keys, RedisClient, TaskStore, translated
+from gateway.tasks import TaskRecord
 
 logger = logging.getLogger(__name__)
 

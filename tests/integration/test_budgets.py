@@ -19,7 +19,7 @@ from gateway.config import BudgetSettings, resolve_secrets, settings_from_mappin
 from gateway.errors import BudgetExceeded
 from gateway.metrics import Metrics
 from gateway.schemas import Attempt, TaskError
-from gateway.store import TaskRecord
+from gateway.tasks import TaskRecord
 from gateway.usage import usage
 from providers.base import TaskStatus, VideoJob
 from providers.sandbox import apiinone as sandbox_apiinone

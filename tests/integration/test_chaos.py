@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from gateway.store import TaskRecord
+from gateway.tasks import TaskRecord
 from providers.sandbox import apiinone as sandbox_apiinone
 from providers.sandbox import runapi as sandbox_runapi
 from providers.sandbox.engine import SandboxState

@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from gateway.idempotency import IdempotencyRecord, IdempotencyStore
 from gateway.schemas import Attempt
-from gateway.store import IdempotencyRecord, IdempotencyStore, TaskRecord, TaskStore
+from gateway.store import TaskStore
+from gateway.tasks import TaskRecord
 from providers.base import VideoJob
 from tests.integration.conftest import IMAGE, OTHER_KEY, Harness
 

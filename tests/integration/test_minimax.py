@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway.poller import callback_urls
+from gateway.status import callback_urls
 from gateway.store import KEY_PREFIX, Keys
 from providers.sandbox.engine import Knobs
 from tests.integration.conftest import IMAGE, Harness, minimax_config

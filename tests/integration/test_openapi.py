@@ -50,7 +50,8 @@ async def test_openapi_documents_every_status_each_route_answers(harness: Harnes
         "503": PROBLEM,
     }  # fmt: skip
     assert answers(document, "/v1/videos/{task_id}", "delete") == {
-        "200": JSON, "400": PROBLEM, "401": PROBLEM, "404": PROBLEM, "429": PROBLEM,
+        "200": JSON, "400": PROBLEM, "401": PROBLEM, "404": PROBLEM, "409": PROBLEM,
+        "429": PROBLEM,
         "503": PROBLEM,
     }  # fmt: skip
     assert answers(document, "/v1/providers", "get") == {

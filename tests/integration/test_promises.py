@@ -17,18 +17,11 @@ import httpx
 from redis.asyncio import Redis
 
 from gateway.errors import GatewayError
-from gateway.idempotency import IdempotentCreates, fingerprint
+from gateway.idempotency import IdempotencyRecord, IdempotencyStore, IdempotentCreates, fingerprint
 from gateway.schemas import CreateVideoRequest, Task, TaskError
 from gateway.shards import shard_of
-from gateway.store import (
-    IdempotencyRecord,
-    IdempotencyStore,
-    Keys,
-    TaskRecord,
-    TaskStore,
-    connect,
-    new_task_id,
-)
+from gateway.store import Keys, TaskStore, connect
+from gateway.tasks import TaskRecord, new_task_id
 from providers.base import TaskStatus, VideoJob
 from tests.integration.conftest import (
     EVERY_KEY_BUT_IDEMPOTENCY,
@@ -428,6 +421,38 @@ async def test_shutdown_lets_a_resubmission_in_flight_finish(
     assert record is not None
     assert record.provider == "apiinone"
     assert record.provider_task_id in a.apiinone.tasks
+
+
+async def test_a_delete_during_a_resubmission_in_flight_is_refused_until_it_is_recorded(
+    harness_factory: Callable[..., Any], redis: Redis
+) -> None:
+    """Deleting a task while its resubmission's paid create is in flight would leave the new
+    upstream task mapped to nothing: 409 task_busy then, and the delete works once recorded."""
+    a: Harness = await harness_factory(status=polling())
+    a.runapi.update_knobs({"task_outcome": "failed"})
+    a.apiinone.update_knobs({"latency_ms": 800})
+    task_id = (await create(a)).json()["id"]
+
+    async def resubmitting() -> bool:
+        return a.apiinone.counters.create_calls == 1
+
+    await until(resubmitting)
+    busy = await a.client.delete(f"/v1/videos/{task_id}", headers=a.headers())
+    assert busy.status_code == 409
+    assert busy.json()["code"] == "task_busy"
+    assert busy.headers["Retry-After"] == "5"
+
+    async def recorded() -> bool:
+        record = await stored(redis, task_id)
+        return record is not None and record.provider == "apiinone" and not record.resubmitting
+
+    await until(recorded)
+    record = await stored(redis, task_id)
+    assert record is not None
+    assert record.provider_task_id in a.apiinone.tasks
+    deleted = await a.client.delete(f"/v1/videos/{task_id}", headers=a.headers())
+    assert deleted.status_code == 200
+    assert await stored(redis, task_id) is None
 
 
 async def test_shutdown_lets_a_create_in_flight_finish(harness: Harness, redis: Redis) -> None:

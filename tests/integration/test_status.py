@@ -14,8 +14,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.schemas import Attempt
 from gateway.shards import shard_of
-from gateway.store import Keys, TaskRecord
+from gateway.store import Keys, TaskStore
+from gateway.tasks import TaskRecord
+from providers.base import VideoJob
 from providers.sandbox.engine import Knobs
 from tests.integration.conftest import IMAGE, WEBHOOK_SECRET, Harness
 
@@ -310,3 +313,27 @@ async def test_a_webhook_destination_that_turned_internal_is_refused_when_it_con
     assert scrape.value("gateway_webhook_deliveries_total", outcome="rejected") == 1
     assert scrape.value("gateway_webhook_deliveries_total", outcome="unreachable") == 0
     assert receiver.calls == []
+
+
+async def test_a_create_whose_instance_died_ends_outcome_unknown_with_its_webhook(
+    harness_factory: Callable[..., Any], redis: Redis
+) -> None:
+    """A task left with only its pending attempt (the instance died during the create) ends,
+    once no create could still run, as ``upstream_outcome_unknown`` naming the provider that
+    may bill it, through the one finalize (its webhook is queued), never as a plain failure."""
+    receiver = Receiver()
+    h: Harness = await harness_factory(webhooks=receiver, status={"background_polling": True})
+    job = VideoJob(model="MiniMax-Hailuo-2.3", tier="standard", prompt="p", image=IMAGE,
+                   duration=6, resolution="768P")  # fmt: skip
+    record = TaskRecord.new("demo", job, webhook_url="https://hooks.example/v", metadata={})
+    record.attempts = [Attempt(provider="runapi", outcome="pending")]
+    record.created_at = record.updated_at = int(time.time()) - 3600  # long past any create
+    await TaskStore(redis, ttl_s=3600).create(record, check_at=time.time())
+
+    await until(lambda: len(receiver.calls) == 1)
+    delivered = json.loads(receiver.calls[0][1])
+    assert delivered["id"] == record.id
+    assert delivered["status"] == "failed"
+    assert delivered["error"]["code"] == "upstream_outcome_unknown"
+    assert "runapi" in delivered["error"]["message"]
+    assert h.upstream_creates == 0  # nothing is sent again

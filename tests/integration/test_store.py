@@ -8,7 +8,8 @@ from redis.asyncio import Redis
 from gateway.errors import StoreUnavailable
 from gateway.schemas import Attempt, Task
 from gateway.shards import SHARDS, shard_of
-from gateway.store import Keys, TaskRecord, TaskStore, connect, new_task_id
+from gateway.store import Keys, TaskStore, connect
+from gateway.tasks import TaskRecord, new_task_id
 from providers.base import TaskStatus, VideoJob
 
 JOB = VideoJob(prompt="a lighthouse at dusk", image="https://example.com/a.png")
@@ -164,3 +165,22 @@ async def test_accept_neither_undoes_a_final_task_nor_schedules_it_again(redis: 
     assert stored is not None
     assert stored.status is TaskStatus.COMPLETED
     assert await redis.zscore(Keys.due("poll", shard_of(record.id)), record.id) is None
+
+
+async def test_delete_refuses_a_task_marked_resubmitting_and_a_mark_finds_no_deleted_task(
+    redis: Redis,
+) -> None:
+    store = TaskStore(redis, ttl_s=60)
+    busy, deleted = new_record(), new_record()
+    for record in (busy, deleted):
+        record.provider, record.provider_task_id = "runapi", "rt-1"
+        await store.create(record, check_at=time.time())
+    marked = busy.model_copy(update={"resubmitting": True})
+    assert await store.mark_resubmitting(marked, "rt-1")
+    assert await store.delete(busy) == "busy"
+    assert await store.get(busy.id) is not None  # kept for the resubmission's answer
+
+    assert await store.delete(deleted) == "deleted"
+    late = deleted.model_copy(update={"resubmitting": True})
+    assert not await store.mark_resubmitting(late, "rt-1")  # so no paid create is sent
+    assert await store.delete(deleted) == "gone"

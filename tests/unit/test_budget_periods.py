@@ -9,7 +9,7 @@ import pytest
 
 from gateway.budgets import period_of, to_micros, to_usd, verdict
 from gateway.schemas import Attempt, TaskError
-from gateway.store import TaskRecord
+from gateway.tasks import TaskRecord
 from providers.base import TaskStatus, VideoJob
 
 

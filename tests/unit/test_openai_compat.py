@@ -9,9 +9,9 @@ import pytest
 from gateway.errors import InvalidRequest
 from gateway.openai_compat import SIZE_PATTERN, nest, to_canonical
 from gateway.openapi_create import LARGE_SIZE, SMALL_SIZE
-from gateway.poller import _apply
 from gateway.progress import progress
-from gateway.store import TaskRecord
+from gateway.status import _apply
+from gateway.tasks import TaskRecord
 from providers.base import TaskStatus, UpstreamStatus, VideoJob
 
 

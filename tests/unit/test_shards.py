@@ -10,7 +10,8 @@ from redis.crc import key_slot
 
 from gateway import redis_urls
 from gateway.shards import SHARDS, DueHints, draw, new_token, shard_of
-from gateway.store import Keys, TaskRecord
+from gateway.store import Keys
+from gateway.tasks import TaskRecord
 from gateway.webhooks import new_delivery
 from providers.base import VideoJob
 

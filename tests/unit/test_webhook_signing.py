@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import StatusSettings, WebhookSettings
-from gateway.poller import next_poll_delay
+from gateway.status import next_poll_delay
 from gateway.webhooks import points_at_self, retry_delay_s, sign, signing_key
 
 
