@@ -13,7 +13,14 @@ A test says, call by call, what the "reseller" answers, then asserts what was se
 
 - Each answer is used once, in the order given: a ``Submitted`` (or ``UpstreamStatus``) is
   returned, a :class:`~providers.errors.ProviderError` is raised. Wrap one in :class:`Scripted`
-  to delay it or hold it on an ``asyncio.Event`` (a call kept in flight while the test acts).
+  to delay it or hold it on an ``asyncio.Event`` (a call kept in flight while the test acts)::
+
+      started, answer = asyncio.Event(), asyncio.Event()
+      fake.on_create(Scripted(accepted("up-1"), gate=answer, started=started))
+      creating = asyncio.create_task(router.submit(...))
+      await started.wait()          # the create is in flight: act, then let it answer
+      answer.set()
+
 - A call with no answer left raises :class:`UnscriptedCall` (an ``AssertionError``: routing
   never catches it), naming the call: a test never passes on a silent default.
 - Every call is recorded before it is answered (``creates``, ``status_reads``), so a held call
@@ -41,11 +48,13 @@ class UnscriptedCall(AssertionError):
 @dataclass(frozen=True)
 class Scripted(Generic[Answer]):
     """One answer with its timing: returned (or raised) after ``delay_s``, and only once
-    ``gate`` is set when one is given."""
+    ``gate`` is set when one is given. ``started`` is set when the call reaches this answer:
+    a test awaits it to act while the call is in flight."""
 
     answer: Answer | ProviderError
     delay_s: float = 0.0
     gate: asyncio.Event | None = None
+    started: asyncio.Event | None = None
 
 
 def accepted(upstream_id: str, status: TaskStatus = TaskStatus.QUEUED) -> Submitted:
@@ -111,6 +120,8 @@ class FakeProvider:
 
     async def _answer(self, scripted: Scripted[Answer]) -> Answer:
         self.in_flight += 1
+        if scripted.started is not None:
+            scripted.started.set()
         try:
             if scripted.delay_s:
                 await asyncio.sleep(scripted.delay_s)

@@ -7,6 +7,7 @@ upstream created nothing (or after no answer, when ``failover_on_timeout`` allow
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from gateway.store import RedisClient
 from gateway.strategies import Candidate
 from providers import errors as perr
 from providers.base import Provider
-from providers.fake import FakeProvider, UnscriptedCall, accepted
+from providers.fake import FakeProvider, Scripted, UnscriptedCall, accepted
 from tests.fake_routes import JOB, NAMES, candidates, fake_routes, fake_settings
 
 FAILOVER_SAFE: tuple[type[perr.ProviderError], ...] = (
@@ -272,6 +273,23 @@ async def test_a_half_open_candidate_whose_lease_is_held_elsewhere_is_skipped(
     assert placement.candidate.name == "b"
     assert outcomes(placement.attempts) == ["b:accepted"]
     assert s.fakes["a"].creates == []
+
+
+async def test_a_half_open_trial_in_flight_sends_a_concurrent_request_elsewhere(
+    redis: RedisClient,
+) -> None:
+    s = stack(redis)
+    await half_open(s, "a")
+    started, answer = asyncio.Event(), asyncio.Event()
+    s.fakes["a"].on_create(Scripted(accepted("up-a-1"), gate=answer, started=started))
+    s.fakes["b"].on_create(accepted("up-b-1"))
+    trial = asyncio.create_task(submit(s, "a", "b"))
+    await asyncio.wait_for(started.wait(), 5)
+    meanwhile = await submit(s, "a", "b")
+    answer.set()
+    assert (await trial).candidate.name == "a"
+    assert meanwhile.candidate.name == "b"
+    assert len(s.fakes["a"].creates) == 1
 
 
 async def test_nothing_tried_is_providers_unavailable(redis: RedisClient) -> None:
