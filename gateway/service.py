@@ -181,6 +181,8 @@ class VideoService:
             )  # fmt: skip
         except GatewayError as exc:
             await self._record_refusal(record, exc)
+            if isinstance(exc, UpstreamOutcomeUnknown) and exc.task_id is None:
+                exc.task_id = record.id  # recorded before the call: the client may poll it
             raise
         record.attempts = placement.attempts
         place(record, placement)
