@@ -224,7 +224,7 @@ class Refresher:
     async def _store_outcome(self, record: TaskRecord) -> TaskRecord:
         if not record.is_final:
             if not await self._store.save(record):
-                return await self._store.get(record.id) or record  # someone finished it
+                return await self._store.get(record.id) or record  # finished, or copying
             return record
         webhook = None
         if record.webhook_url and self._webhooks_enabled:

@@ -20,6 +20,7 @@ from gateway.config import StorageSettings
 from gateway.metrics import Metrics
 from gateway.netguard import AddressPolicy
 from gateway.retention import Retention
+from gateway.schemas import TaskError
 from gateway.storage import VideoStore
 from gateway.store import RedisClient, TaskRecord, TaskStore, connect
 from gateway.video_copy import CopyQueue, VideoCopier, content_link, object_key
@@ -145,3 +146,54 @@ async def test_two_copiers_on_one_redis_copy_each_video_once(
         assert stored.video_url == content_link(None, stored.id)
         assert stored.stored is not None
         assert stored.stored.size == VIDEO_BYTES
+
+
+async def test_a_second_begin_from_an_older_read_does_not_copy_again(
+    two_redis: list[RedisClient], tmp_path: Path
+) -> None:
+    # Both instances read the task before either began its copy (the second's poll turn came
+    # after the first's slow upstream read ran past status.poll_interval_s): the later begin
+    # must not put the copy back on the schedule while the first instance is copying.
+    sandbox = SandboxState("runapi", ENV["RUNAPI_API_KEY"], PACED)
+    first, second = (instance(r, tmp_path, sandbox) for r in two_redis)
+    record = await upstream_completed(first.store, sandbox)
+    older = record.model_copy(deep=True)
+    await first.queue.begin(record)
+    runs = [asyncio.create_task(first.copier.run())]
+    try:
+        deadline = time.monotonic() + 5
+        while sandbox.counters.video_downloads == 0:
+            assert time.monotonic() < deadline, "the copy did not start"
+            await asyncio.sleep(0.02)
+        answer = await second.queue.begin(older)
+        runs.append(asyncio.create_task(second.copier.run()))
+        await until_final(first.store, [record.id])
+        await asyncio.sleep(LEASE_S + 0.5)
+    finally:
+        for i in (first, second):
+            await i.copier.stop()
+        await asyncio.gather(*runs)
+    assert sandbox.counters.video_downloads == 1
+    assert first.uploads + second.uploads == [object_key(record.id)]
+    assert first.finalized + second.finalized == [record.id]
+    # The later begin answered the copy already under way.
+    assert record.copy_state is not None
+    assert answer.copy_state is not None
+    assert answer.copy_state.started_at == record.copy_state.started_at
+
+
+async def test_a_write_from_a_read_before_the_copy_began_does_not_undo_it(
+    two_redis: list[RedisClient], tmp_path: Path
+) -> None:
+    sandbox = SandboxState("runapi", ENV["RUNAPI_API_KEY"], PACED)
+    first, second = (instance(r, tmp_path, sandbox) for r in two_redis)
+    record = await upstream_completed(first.store, sandbox)
+    older = await second.store.get(record.id)  # still processing when this instance read it
+    assert older is not None
+    await first.queue.begin(record)
+    assert not await second.store.save(older)
+    older.finish(TaskStatus.FAILED, error=TaskError(code="timeout", message="deadline"))
+    assert not await second.store.finalize(older)
+    stored = await first.store.get(record.id)
+    assert stored is not None
+    assert (stored.status, stored.copy_state) == (TaskStatus.IN_PROGRESS, record.copy_state)
