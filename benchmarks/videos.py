@@ -241,7 +241,11 @@ def section(r: VideoResults, host: dict[str, str]) -> str:
         "",
         "The copies stream: each holds one 1 MiB part being written and one being filled "
         "(5 MiB parts on object stores), so memory does not follow the video's size; at most "
-        "`copy_concurrency` copies run at once per instance, the others wait their turn.",
+        "`copy_concurrency` copies run at once per instance, the others wait their turn. "
+        "\"Direct\" is obstore in the benchmark's own Python process; `/content` spreads the "
+        "same work over two (the gateway reading the store, the client receiving), which is "
+        "how it can exceed direct on two cores. Other helpers' test runs shared this machine "
+        "(the load average above): the throughputs vary from run to run by ±50 %.",
         "",
     ])  # fmt: skip
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from gateway.auth import current_client, require_client
 from gateway.budgets import Budgets, PeriodKind
 from gateway.catalogue import ProviderCatalogue
-from gateway.errors import PROBLEM_JSON, BadBody, StoreUnavailable
+from gateway.errors import BadBody, StoreUnavailable, problem_spec
 from gateway.health import Health, Readiness
 from gateway.idempotency import HEADER, check_key
 from gateway.listing import DEFAULT_LIMIT, MAX_LIMIT, Order, TaskListing
@@ -28,7 +28,6 @@ from gateway.openai_compat import poll_after, read_create_request
 from gateway.openapi import BEARER_SCHEME
 from gateway.schemas import (
     Liveness,
-    Problem,
     ProviderList,
     ReadinessReport,
     Task,
@@ -59,15 +58,6 @@ async def limit_json_structure(request: Request[Any, Any, Any]) -> None:
         raise BadBody(f"the body holds more than {MAX_CONTAINERS} objects or arrays")
 
 
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=Problem,
-        description=description,
-        media_type=PROBLEM_JSON,
-        generate_examples=False,
-    )
-
-
 def _ok(model: type[BaseModel], description: str) -> ResponseSpec:
     return ResponseSpec(data_container=model, description=description, generate_examples=False)
 
@@ -76,11 +66,11 @@ def _ok(model: type[BaseModel], description: str) -> ResponseSpec:
 # are problem+json. Litestar's own default 400 ("Validation Exception", application/json) is
 # replaced: our handlers answer every 400 as problem+json.
 GUARDED = {
-    401: _problem("unauthorized: no key or a wrong key"),
-    429: _problem("rate_limited: this key is over its rate; Retry-After says when to retry"),
+    401: problem_spec("unauthorized: no key or a wrong key"),
+    429: problem_spec("rate_limited: this key is over its rate; Retry-After says when to retry"),
 }
-STORE_DOWN = {503: _problem("store_unavailable: Redis cannot be reached")}
-MALFORMED = {400: _problem("invalid_request: the request cannot be parsed")}
+STORE_DOWN = {503: problem_spec("store_unavailable: Redis cannot be reached")}
+MALFORMED = {400: problem_spec("invalid_request: the request cannot be parsed")}
 BEARER: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
 
 
@@ -111,24 +101,24 @@ class VideoController(Controller):
                 Task, "The same Idempotency-Key and body again: the task, no new upstream call"
             ),
             202: _ok(Task, "An upstream reseller accepted the task"),
-            400: _problem("invalid_request: the body is not a JSON object, or nests too deep"),
+            400: problem_spec("invalid_request: the body is not a JSON object, or nests too deep"),
             **GUARDED,
-            402: _problem(
+            402: problem_spec(
                 "budget_exceeded: this key's day or month budget cannot cover the price; nothing "
                 "was sent; Retry-After: the period's end"
             ),
-            409: _problem("idempotency_key_in_use: the first request with this key is running"),
-            413: _problem("payload_too_large: the body is over server.max_body_bytes"),
-            422: _problem(
+            409: problem_spec("idempotency_key_in_use: the first request with this key is running"),
+            413: problem_spec("payload_too_large: the body is over server.max_body_bytes"),
+            422: problem_spec(
                 "invalid_request (errors name each field), idempotency_key_reused, unsupported "
                 "(no provider serves it) or content_rejected"
             ),
-            502: _problem("upstream_rejected or all_providers_failed (attempts listed)"),
-            503: _problem(
+            502: problem_spec("upstream_rejected or all_providers_failed (attempts listed)"),
+            503: problem_spec(
                 "store_unavailable, or providers_unavailable (every eligible circuit is open; "
                 "Retry-After set)"
             ),
-            504: _problem("upstream_outcome_unknown: sent, but no answer came"),
+            504: problem_spec("upstream_outcome_unknown: sent, but no answer came"),
         },
     )
     async def create(
@@ -157,7 +147,7 @@ class VideoController(Controller):
             200: _ok(Task, "The task"),
             **MALFORMED,
             **GUARDED,
-            404: _problem("not_found: no such task for this key"),
+            404: problem_spec("not_found: no such task for this key"),
             **STORE_DOWN,
         },
     )
@@ -183,7 +173,7 @@ class VideoController(Controller):
             200: _ok(TaskList, "One page of tasks"),
             **MALFORMED,
             **GUARDED,
-            422: _problem("invalid_request: limit or order is not valid"),
+            422: problem_spec("invalid_request: limit or order is not valid"),
             **STORE_DOWN,
         },
     )
@@ -213,8 +203,8 @@ class VideoController(Controller):
             200: _ok(TaskDeleted, "Deleted"),
             **MALFORMED,
             **GUARDED,
-            404: _problem("not_found: no such task for this key"),
-            409: _problem("task_busy: a resubmission is in flight; retry after Retry-After"),
+            404: problem_spec("not_found: no such task for this key"),
+            409: problem_spec("task_busy: a resubmission is in flight; retry after Retry-After"),
             **STORE_DOWN,
         },
     )
@@ -259,7 +249,7 @@ class UsageController(Controller):
             200: _ok(Usage, "The calling client's usage"),
             **MALFORMED,
             **GUARDED,
-            422: _problem("invalid_request: period is not day or month"),
+            422: problem_spec("invalid_request: period is not day or month"),
             **STORE_DOWN,
         },
     )
@@ -294,7 +284,7 @@ class Challenge(BaseModel):
         200: _ok(Challenge, "A challenge, echoed back"),
         204: ResponseSpec(data_container=None, description="Noted: the task's status is re-read"),
         **MALFORMED,
-        404: _problem("not_found: no task has this callback token for this provider"),
+        404: problem_spec("not_found: no task has this callback token for this provider"),
         **STORE_DOWN,
     },
 )

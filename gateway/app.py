@@ -112,7 +112,10 @@ def build_resources(
     live = LiveSettings(settings)
     store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
-    balances = Balances(redis, watched_balances(routes), metrics=metrics)
+    balances = Balances(
+        redis, watched_balances(routes), metrics=metrics,
+        current=lambda name: getattr(live.settings.providers.get(name), "balance", None),
+    )  # fmt: skip
     budgets = Budgets(redis, budget_table(live), metrics=metrics)
     router = Router(routes, live, health, metrics=metrics, balances=balances)
     create_timeout_s = _longest_create_s(settings)

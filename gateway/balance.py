@@ -55,8 +55,14 @@ class _Known:
         return self.micros - self.spent_since
 
 
+BalanceLookup = Callable[[str], BalanceSettings | None]
+"""A provider's ``balance`` settings as they are now (a reload changes ``min_usd`` and
+``refresh_s``)."""
+
+
 class Balances:
-    """The known balances, and the loop (:meth:`run`) that keeps them fresh."""
+    """The known balances, and the loop (:meth:`run`) that keeps them fresh. ``current``: the
+    settings in force for a watched provider (default: those it was watched with)."""
 
     def __init__(
         self,
@@ -64,10 +70,12 @@ class Balances:
         watched: Mapping[str, Watched],
         *,
         metrics: Metrics,
+        current: BalanceLookup | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._watched = dict(watched)
+        self._current = current
         self._metrics = metrics
         self._clock = clock
         self._known: dict[str, _Known] = {}
@@ -81,16 +89,21 @@ class Balances:
         known = self._known.get(provider)
         return to_usd(known.left) if known else None
 
+    def _settings(self, provider: str) -> BalanceSettings:
+        now = self._current(provider) if self._current is not None else None
+        return now or self._watched[provider].settings
+
     def allows(self, provider: str, price_usd: float) -> bool:
         """False when ``provider``'s known balance is below ``price_usd`` or its ``min_usd``."""
-        known, watched = self._known.get(provider), self._watched.get(provider)
-        if known is None or watched is None:
+        known = self._known.get(provider)
+        if known is None or provider not in self._watched:
             return True
-        return known.left >= max(to_micros(price_usd), to_micros(watched.settings.min_usd))
+        minimum = self._settings(provider).min_usd
+        return known.left >= max(to_micros(price_usd), to_micros(minimum))
 
     def retry_after_s(self) -> float:
         """When a fresher balance may be known."""
-        return min((w.settings.refresh_s for w in self._watched.values()), default=1.0)
+        return min((self._settings(name).refresh_s for name in self._watched), default=1.0)
 
     def spent(self, provider: str, price_usd: float) -> None:
         """An upstream accepted a task at ``price_usd``: lower this instance's copy."""
@@ -103,7 +116,7 @@ class Balances:
         """One round: read each account whose turn it is, then pick up the shared values."""
         for name, watched in self._watched.items():
             try:
-                if await self._take_turn(name, watched.settings.refresh_s):
+                if await self._take_turn(name, self._settings(name).refresh_s):
                     await self._read_upstream(name, watched)
                 await self._pick_up(name)
             except StoreUnavailable:
@@ -130,7 +143,7 @@ class Balances:
             return
         self._metrics.upstream_call(provider, "balance", "ok", time.perf_counter() - started)
         micros = balance.balance_cents * 10_000
-        ttl_ms = int(watched.settings.refresh_s * KEEP_READS * 1000)
+        ttl_ms = int(self._settings(provider).refresh_s * KEEP_READS * 1000)
         async with translated(self._metrics, "balance"):
             await self._redis.hset(
                 Keys.balance(provider), mapping={"micros": micros, "read_at": self._clock()}

@@ -17,6 +17,10 @@ A task's life in money:
   and keeps it when the outcome is unknown (the reseller may bill it). The script deletes the
   reservation as it settles it, so settling a task twice changes nothing.
 
+A client without a budget goes through the same two scripts (only the limit check is moot):
+``GET /v1/usage`` reports every client's spend and reservations, and a budget added by a
+reload must count what the client already holds.
+
 A task's money belongs to the periods it was created in, even when it completes after
 midnight. Counters expire :data:`GRACE_S` after their period ends (late completions still
 land), reservations with their month.

@@ -22,9 +22,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 
-from gateway.api import BEARER, GUARDED, MALFORMED, _problem
+from gateway.api import BEARER, GUARDED, MALFORMED
 from gateway.auth import current_client, require_client
-from gateway.errors import NotFound, RangeNotSatisfiable, VideoStorageUnavailable
+from gateway.errors import NotFound, RangeNotSatisfiable, VideoStorageUnavailable, problem_spec
 from gateway.metrics import Metrics
 from gateway.storage import VideoMissing, VideoStore, VideoStoreError
 from gateway.store import TaskStore
@@ -162,10 +162,10 @@ class VideoContentController(Controller):
             304: ResponseSpec(data_container=None, description="If-None-Match matched the ETag"),
             **MALFORMED,
             **GUARDED,
-            404: _problem("not_found: no completed task with this id for this key, another "
-                          "variant than video, or the stored copy was deleted"),
-            416: _problem("range_not_satisfiable: the Range starts past the end of the video"),
-            503: _problem("store_unavailable: Redis or the video storage cannot be reached"),
+            404: problem_spec("not_found: no completed task with this id for this key, another "
+                              "variant than video, or the stored copy was deleted"),
+            416: problem_spec("range_not_satisfiable: the Range starts past the end of the video"),
+            503: problem_spec("store_unavailable: Redis or the video storage cannot be reached"),
         },
     )  # fmt: skip
     async def content(

@@ -85,6 +85,9 @@ def usage(base: str, key: str) -> str:
             "Download the stored video (served by the gateway, not the reseller):",
             f"  curl -s {base}/v1/videos/$ID/content -H {auth} -o video.mp4 && ls -l video.mp4",
             "",
+            "This key's spend, reservations and budget today (period=month for the month):",
+            f"  curl -s {base}/v1/usage -H {auth}",
+            "",
             f"OpenAPI: {base}/schema/openapi.json",
             "",
         ]

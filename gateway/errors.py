@@ -17,6 +17,7 @@ from litestar.exceptions import (
     NotFoundException,
     ValidationException,
 )
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from gateway.schemas import Attempt, FieldError, Problem
@@ -24,6 +25,17 @@ from gateway.schemas import Attempt, FieldError, Problem
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+
+def problem_spec(description: str) -> ResponseSpec:
+    """How OpenAPI documents one error answer of a route: problem+json, ``description`` naming
+    its code(s)."""
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_JSON,
+        generate_examples=False,
+    )
 
 
 class GatewayError(Exception):

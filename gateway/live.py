@@ -31,6 +31,8 @@ LIVE_KEYS: Final = (
     "providers.*.weight",
     "providers.*.prices_usd",
     "providers.*.prices_usd.*",
+    "providers.*.balance.min_usd",
+    "providers.*.balance.refresh_s",
     "auth.keys.*.rate_per_minute",
     "auth.keys.*.budget_usd",
     "auth.keys.*.budget_usd.*",

@@ -261,7 +261,7 @@ class Refresher:
         if record.is_final:
             return await self._finalizer.finalize(record)
         if not await self._store.save(record):
-            return await self._store.get(record.id) or record  # someone finished it
+            return await self._store.get(record.id) or record  # finished, or copying
         return record
 
     async def _check_resubmission(self, record: TaskRecord) -> TaskRecord:

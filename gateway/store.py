@@ -33,18 +33,25 @@ KEY_PREFIX = "gw"
 # Both scripts below refuse a write that belongs to an older placement of the task: fewer
 # resubmissions than stored, or the same number while a resubmission is marked in flight
 # (only its resubmitter writes records that carry the mark). A poller holding the old
-# upstream task's failure thus never ends a task another instance is resubmitting.
+# upstream task's failure thus never ends a task another instance is resubmitting. Likewise a
+# record read before the task's video copy began (every record read since carries
+# copy_state) never undoes the copy.
 _STALE = """
 local function stale(stored, new)
   if new['resubmits'] < stored['resubmits'] then return true end
+  if type(stored['copy_state']) == 'table' and type(new['copy_state']) ~= 'table' then
+    return true
+  end
   return new['resubmits'] == stored['resubmits'] and stored['resubmitting'] == true
     and new['resubmitting'] ~= true
 end
 """
 
 # Saves that must never undo a final state: a slower poller holding an older answer loses.
-# KEYS: task[, due-set]. ARGV: record[, due-at, task id]: with a due-set (in the task's shard),
-# a saved task is also (re)scheduled there, in the same step (an accepted task's first poll).
+# KEYS: task[, due-set]. ARGV: record[, due-at, task id[, 'first_copy']]: with a due-set (in
+# the task's shard), a saved task is also (re)scheduled there, in the same step (an accepted
+# task's first poll). 'first_copy' refuses too when the task's copy has begun: an instance
+# that read the completion later must not schedule a running copy again.
 _SAVE_UNLESS_FINAL = (
     _STALE
     + """
@@ -52,6 +59,7 @@ local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
 local stored = cjson.decode(current)
 if stored['status'] == 'completed' or stored['status'] == 'failed' then return 0 end
+if ARGV[4] == 'first_copy' and type(stored['copy_state']) == 'table' then return 0 end
 if stale(stored, cjson.decode(ARGV[1])) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 if #KEYS > 1 then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
@@ -385,13 +393,15 @@ class TaskStore:
             done = await self._finalize(keys=keys, args=args)
         return int(done) == 1
 
-    async def begin_copy(self, record: TaskRecord, at: float) -> bool:
+    async def begin_copy(self, record: TaskRecord, at: float, *, first: bool = False) -> bool:
         """Save a task whose video is to be copied (unless final) and put it on the copy
-        schedule at ``at``, off the poll schedule. False when the stored task is final."""
+        schedule at ``at``, off the poll schedule. False when the stored task is final, or,
+        with ``first`` (the copy's start), when its copy has begun already."""
+        args: list[str | float] = [record.model_dump_json(), at, record.id]
         async with self._translated():
             saved = await self._save_unless_final(
                 keys=[Keys.task(record.id), self.due_key("video_copy", record.id, at)],
-                args=[record.model_dump_json(), at, record.id],
+                args=[*args, "first_copy"] if first else args,
             )
             await self._redis.zrem(Keys.due("poll", shard_of(record.id)), record.id)
         return int(saved) == 1

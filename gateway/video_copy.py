@@ -80,13 +80,14 @@ class CopyQueue:
 
     async def begin(self, record: TaskRecord) -> TaskRecord:
         """Keep the task ``in_progress`` and schedule its copy now; the stored task when it
-        is final already (another instance finished it)."""
+        is final already or its copy has begun (another instance read the completion first:
+        scheduling the copy again would download the video twice)."""
         record.upstream_video_url = record.video_url
         record.video_url = None
         record.completed_at = None
         record.status = TaskStatus.IN_PROGRESS
         record.copy_state = CopyState(started_at=time.time())
-        if not await self._store.begin_copy(record, time.time()):
+        if not await self._store.begin_copy(record, time.time(), first=True):
             return await self._store.get(record.id) or record
         if self._wake is not None:
             self._wake.set()

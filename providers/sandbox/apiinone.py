@@ -16,10 +16,7 @@ from litestar.enums import MediaType
 from litestar.params import FromPath
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from providers.sandbox.connection import drop_connection, hold
 from providers.sandbox.engine import (
-    ACCOUNT_FAULTS,
-    EDGE_FAULTS,
     CreateFault,
     Phase,
     SandboxState,
@@ -27,7 +24,9 @@ from providers.sandbox.engine import (
     TaskSpec,
 )
 from providers.sandbox.routes import (
-    bearer_matches,
+    Dialect,
+    admit_create,
+    admit_read,
     create_sandbox_app,
     parse_json_object,
     video_url,
@@ -81,22 +80,9 @@ def create_app(state: SandboxState) -> Litestar:
 async def create_video(
     request: Request[Any, Any, Any], sandbox: NamedDependency[SandboxState]
 ) -> Response[Any]:
-    raw = await request.body()
-    sandbox.counters.create_calls += 1
-    await sandbox.delay()
-    fault = sandbox.knobs.create_fault
-    if fault == "drop":
-        await drop_connection(request)
-        # Only a server without AbortableHttpToolsProtocol (an ASGI test transport) sends this.
-        return envelope(500, "connection dropped")
-    if fault == "hang" and not await hold(request, sandbox.knobs.hang_s, sandbox.stopping):
-        return envelope(499, "client went away")  # never reaches the client
-    if fault in EDGE_FAULTS:
-        return _fault_answer(fault, sandbox)
-    if not bearer_matches(request, sandbox.api_key):
-        return envelope(401, "Invalid API key")
-    if fault in ACCOUNT_FAULTS:
-        return _fault_answer(fault, sandbox)
+    raw = await admit_create(request, sandbox, DIALECT)
+    if isinstance(raw, Response):
+        return raw
     payload = parse_json_object(raw)
     if payload is None:
         return envelope(400, "invalid request body: expected a JSON object")
@@ -120,14 +106,9 @@ async def task_status(
     request: Request[Any, Any, Any], sandbox: NamedDependency[SandboxState], task_id: FromPath[str]
 ) -> Response[Any]:
     sandbox.counters.status_calls += 1
-    await sandbox.delay()
-    fault = sandbox.knobs.status_fault
-    if fault == "hang" and not await hold(request, sandbox.knobs.hang_s, sandbox.stopping):
-        return envelope(499, "client went away")  # never reaches the client
-    if fault == "http_500":
-        return envelope(500, "internal server error")
-    if not bearer_matches(request, sandbox.api_key):
-        return envelope(401, "Invalid API key")
+    refused = await admit_read(request, sandbox, DIALECT)
+    if refused is not None:
+        return refused
     task = sandbox.tasks.get(task_id)
     if task is None:
         return envelope(404, f"task {task_id} not found")
@@ -186,6 +167,13 @@ def _fault_answer(fault: CreateFault, sandbox: SandboxState) -> Response[Any]:
     if fault == "http_429" and retry_after is not None:
         return envelope(status, message, headers={"Retry-After": retry_after})
     return envelope(status, message)
+
+
+def _unauthorized() -> Response[Any]:
+    return envelope(401, "Invalid API key")
+
+
+DIALECT = Dialect(error=envelope, fault=_fault_answer, unauthorized=_unauthorized)
 
 
 def _message(error_type: str, pydantic_message: str) -> str:

@@ -30,10 +30,7 @@ from litestar.enums import MediaType
 from litestar.params import FromPath
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from providers.sandbox.connection import drop_connection, hold
 from providers.sandbox.engine import (
-    ACCOUNT_FAULTS,
-    EDGE_FAULTS,
     CreateFault,
     Phase,
     SandboxState,
@@ -41,7 +38,9 @@ from providers.sandbox.engine import (
     TaskSpec,
 )
 from providers.sandbox.routes import (
-    bearer_matches,
+    Dialect,
+    admit_create,
+    admit_read,
     create_sandbox_app,
     parse_json_object,
     video_url,
@@ -103,21 +102,9 @@ async def submit(
     quality: FromPath[str],
     mode: FromPath[str],
 ) -> Response[Any]:
-    raw = await request.body()
-    sandbox.counters.create_calls += 1
-    await sandbox.delay()
-    fault = sandbox.knobs.create_fault
-    if fault == "drop":
-        await drop_connection(request)
-        return _detail(500, "connection dropped")  # only without AbortableHttpToolsProtocol
-    if fault == "hang" and not await hold(request, sandbox.knobs.hang_s, sandbox.stopping):
-        return _detail(499, "client went away")  # never reaches the client
-    if fault in EDGE_FAULTS:
-        return _fault_answer(fault, sandbox)
-    if not bearer_matches(request, sandbox.api_key, scheme="Key"):
-        return _detail(401, "Authentication failed: invalid key")
-    if fault in ACCOUNT_FAULTS:
-        return _fault_answer(fault, sandbox)
+    raw = await admit_create(request, sandbox, DIALECT)
+    if isinstance(raw, Response):
+        return raw
     if model not in MODELS or quality not in QUALITIES or mode not in MODES:
         return _detail(404, f"Application '{model}/{quality}/{mode}' not found")
     if model == "hailuo-2.3-fast" and mode == "text-to-video":
@@ -218,14 +205,9 @@ async def _lookup(
 ) -> SimTask | Response[Any]:
     """The task behind a status or result call, or the answer that ends the call."""
     sandbox.counters.status_calls += 1
-    await sandbox.delay()
-    fault = sandbox.knobs.status_fault
-    if fault == "hang" and not await hold(request, sandbox.knobs.hang_s, sandbox.stopping):
-        return _detail(499, "client went away")  # never reaches the client
-    if fault == "http_500":
-        return _detail(500, "Internal Server Error")
-    if not bearer_matches(request, sandbox.api_key, scheme="Key"):
-        return _detail(401, "Authentication failed: invalid key")
+    refused = await admit_read(request, sandbox, DIALECT)
+    if refused is not None:
+        return refused
     task = sandbox.tasks.get(request_id)
     if task is None:
         return _detail(404, f"Request {request_id} not found")
@@ -288,3 +270,10 @@ def _fault_answer(fault: CreateFault, sandbox: SandboxState) -> Response[Any]:
 
 def _detail(status: int, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response({"detail": message}, status_code=status, headers=headers or {})
+
+
+def _unauthorized() -> Response[Any]:
+    return _detail(401, "Authentication failed: invalid key")
+
+
+DIALECT = Dialect(error=_detail, fault=_fault_answer, unauthorized=_unauthorized, scheme="Key")

@@ -32,17 +32,17 @@ from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from providers.sandbox.connection import drop_connection, hold
 from providers.sandbox.engine import (
-    ACCOUNT_FAULTS,
-    EDGE_FAULTS,
+    CreateFault,
     Phase,
     SandboxState,
     SimTask,
     TaskSpec,
 )
 from providers.sandbox.routes import (
-    bearer_matches,
+    Dialect,
+    admit_create,
+    admit_read,
     create_sandbox_app,
     parse_json_object,
     video_url,
@@ -114,25 +114,11 @@ def business_error(code: int, message: str | None = None) -> Response[Any]:
 async def create_video(
     request: Request[Any, Any, Any], sandbox: NamedDependency[SandboxState]
 ) -> Response[Any]:
-    raw = await request.body()
-    sandbox.counters.create_calls += 1
-    await sandbox.delay()
-    knobs = sandbox.knobs
-    if knobs.create_fault == "drop":
-        await drop_connection(request)
-        return Response({"base_resp": base_resp(1000, "connection dropped")}, status_code=500)
-    if knobs.create_fault == "hang" and not await hold(request, knobs.hang_s, sandbox.stopping):
-        return Response({"base_resp": base_resp(1000, "client went away")}, status_code=499)
-    if knobs.create_fault in EDGE_FAULTS - {"http_429"}:
-        return _edge_answer(knobs.create_fault)
-    if knobs.create_fault == "http_429":
-        return business_error(RATE_LIMIT)
-    if not bearer_matches(request, sandbox.api_key):
-        return business_error(AUTH)
-    if knobs.create_fault in ACCOUNT_FAULTS:
-        return business_error(KNOB_CODES[knobs.create_fault])
-    if knobs.business_code is not None:
-        return business_error(knobs.business_code)
+    raw = await admit_create(request, sandbox, DIALECT)
+    if isinstance(raw, Response):
+        return raw
+    if sandbox.knobs.business_code is not None:
+        return business_error(sandbox.knobs.business_code)
     body = _validate(parse_json_object(raw))
     if isinstance(body, Response):
         return body
@@ -157,7 +143,7 @@ async def query_video(
     request: Request[Any, Any, Any], sandbox: NamedDependency[SandboxState]
 ) -> Response[Any]:
     sandbox.counters.status_calls += 1
-    refused = await _read_refusal(request, sandbox)
+    refused = await admit_read(request, sandbox, DIALECT)
     if refused is not None:
         return refused
     task = sandbox.tasks.get(request.query_params.get("task_id", ""))
@@ -171,7 +157,7 @@ async def retrieve_file(
     request: Request[Any, Any, Any], sandbox: NamedDependency[SandboxState]
 ) -> Response[Any]:
     sandbox.counters.file_calls += 1
-    refused = await _read_refusal(request, sandbox)
+    refused = await admit_read(request, sandbox, DIALECT)
     if refused is not None:
         return refused
     file_id = request.query_params.get("file_id", "")
@@ -187,21 +173,6 @@ async def retrieve_file(
         "download_url": video_url(request, task.task_id),
     }
     return Response({"file": file, "base_resp": base_resp()}, status_code=200)
-
-
-async def _read_refusal(
-    request: Request[Any, Any, Any], sandbox: SandboxState
-) -> Response[Any] | None:
-    """What a status or file read answers instead of its result: a fault or a wrong key."""
-    await sandbox.delay()
-    fault = sandbox.knobs.status_fault
-    if fault == "hang" and not await hold(request, sandbox.knobs.hang_s, sandbox.stopping):
-        return Response({"base_resp": base_resp(1000, "client went away")}, status_code=499)
-    if fault == "http_500":
-        return Response({"base_resp": base_resp(1000, "unknown error")}, status_code=500)
-    if not bearer_matches(request, sandbox.api_key):
-        return business_error(AUTH)
-    return None
 
 
 def _task_body(task: SimTask, now: float) -> dict[str, object]:
@@ -266,8 +237,18 @@ def _client(sandbox: SandboxState) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=CHALLENGE_TIMEOUT_S, transport=sandbox.outbound)
 
 
-def _edge_answer(fault: str) -> Response[Any]:
+def _fault_answer(fault: CreateFault, _: SandboxState) -> Response[Any]:
+    """An edge fault as a real HTTP error; a rate limit or an account fault as MiniMax's
+    business error (HTTP 200)."""
+    if fault in KNOB_CODES:
+        return business_error(KNOB_CODES[fault])
     if fault == "html_502":
         return Response(EDGE_HTML, status_code=502, media_type=MediaType.HTML)
-    status = 503 if fault == "http_503" else 500
-    return Response({"base_resp": base_resp(1000, "unknown error")}, status_code=status)
+    return _edge_error(503 if fault == "http_503" else 500, "unknown error")
+
+
+def _edge_error(status: int, message: str) -> Response[Any]:
+    return Response({"base_resp": base_resp(1000, message)}, status_code=status)
+
+
+DIALECT = Dialect(error=_edge_error, fault=_fault_answer, unauthorized=lambda: business_error(AUTH))

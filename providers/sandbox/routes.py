@@ -4,6 +4,10 @@
   read counters and turn knobs;
 - ``/files/{name}``: the finished videos behind the links the resellers hand out
   (:mod:`providers.sandbox.videos`).
+
+It also holds the preamble every reseller's handlers share (:func:`admit_create`,
+:func:`admit_read`): count the call, wait the knobbed latency, play the fault knobs and check
+the key, each reseller wording the answers its own way (:class:`Dialect`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar, Request, Response, Router, get, post, put
@@ -20,7 +25,15 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import Scope
 from pydantic import ValidationError
 
-from providers.sandbox.engine import SandboxState, Stats, TaskList
+from providers.sandbox.connection import drop_connection, hold
+from providers.sandbox.engine import (
+    ACCOUNT_FAULTS,
+    EDGE_FAULTS,
+    CreateFault,
+    SandboxState,
+    Stats,
+    TaskList,
+)
 from providers.sandbox.videos import video_file
 
 logger = logging.getLogger(__name__)
@@ -66,6 +79,61 @@ def parse_json_object(raw: bytes) -> dict[str, object] | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return body if isinstance(body, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one reseller words the answers of the shared preamble."""
+
+    error: Callable[[int, str], Response[Any]]
+    """An answer with this HTTP status and message (a dropped or abandoned call)."""
+    fault: Callable[[CreateFault, SandboxState], Response[Any]]
+    """The answer to a fault knob (``http_500`` is also the status calls' fault)."""
+    unauthorized: Callable[[], Response[Any]]
+    """The answer to a missing or wrong key."""
+    scheme: str = "bearer"
+    """The ``Authorization`` scheme (fal's is ``Key``)."""
+
+
+async def admit_create(
+    request: Request[Any, Any, Any], sandbox: SandboxState, dialect: Dialect
+) -> bytes | Response[Any]:
+    """Count a create and play its fault knobs: the raw body to go on with, or the answer that
+    ends the call. Edge faults come before the key check (an overloaded edge does not look at
+    keys), account faults after it."""
+    raw = await request.body()
+    sandbox.counters.create_calls += 1
+    await sandbox.delay()
+    fault = sandbox.knobs.create_fault
+    if fault == "drop":
+        await drop_connection(request)
+        # Only a server without AbortableHttpToolsProtocol (an ASGI test transport) sends this.
+        return dialect.error(500, "connection dropped")
+    if fault == "hang" and not await hold(request, sandbox.knobs.hang_s, sandbox.stopping):
+        return dialect.error(499, "client went away")  # never reaches the client
+    if fault in EDGE_FAULTS:
+        return dialect.fault(fault, sandbox)
+    if not bearer_matches(request, sandbox.api_key, dialect.scheme):
+        return dialect.unauthorized()
+    if fault in ACCOUNT_FAULTS:
+        return dialect.fault(fault, sandbox)
+    return raw
+
+
+async def admit_read(
+    request: Request[Any, Any, Any], sandbox: SandboxState, dialect: Dialect
+) -> Response[Any] | None:
+    """Play a status (or file) read's fault knobs and check its key: None to go on, or the
+    answer that ends the call. The caller counts the call."""
+    await sandbox.delay()
+    fault = sandbox.knobs.status_fault
+    if fault == "hang" and not await hold(request, sandbox.knobs.hang_s, sandbox.stopping):
+        return dialect.error(499, "client went away")  # never reaches the client
+    if fault == "http_500":
+        return dialect.fault("http_500", sandbox)
+    if not bearer_matches(request, sandbox.api_key, dialect.scheme):
+        return dialect.unauthorized()
+    return None
 
 
 def _control_router() -> Router:

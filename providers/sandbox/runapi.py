@@ -17,10 +17,7 @@ from litestar.enums import MediaType
 from litestar.params import FromPath
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from providers.sandbox.connection import drop_connection, hold
 from providers.sandbox.engine import (
-    ACCOUNT_FAULTS,
-    EDGE_FAULTS,
     CreateFault,
     Phase,
     SandboxState,
@@ -28,6 +25,9 @@ from providers.sandbox.engine import (
     TaskSpec,
 )
 from providers.sandbox.routes import (
+    Dialect,
+    admit_create,
+    admit_read,
     bearer_matches,
     create_sandbox_app,
     parse_json_object,
@@ -96,22 +96,9 @@ def create_app(state: SandboxState) -> Litestar:
 async def create_video(
     request: Request[Any, Any, Any], sandbox: NamedDependency[SandboxState]
 ) -> Response[Any]:
-    raw = await request.body()
-    sandbox.counters.create_calls += 1
-    await sandbox.delay()
-    fault = sandbox.knobs.create_fault
-    if fault == "drop":
-        await drop_connection(request)
-        # Only a server without AbortableHttpToolsProtocol (an ASGI test transport) sends this.
-        return _error(500, "internal_error", "connection dropped")
-    if fault == "hang" and not await hold(request, sandbox.knobs.hang_s, sandbox.stopping):
-        return _error(499, "client_closed", "client went away")  # never reaches the client
-    if fault in EDGE_FAULTS:
-        return _fault_answer(fault, sandbox)
-    if not bearer_matches(request, sandbox.api_key):
-        return _error(401, "unauthorized", "Invalid API key")
-    if fault in ACCOUNT_FAULTS:
-        return _fault_answer(fault, sandbox)
+    raw = await admit_create(request, sandbox, DIALECT)
+    if isinstance(raw, Response):
+        return raw
     payload = parse_json_object(raw)
     if payload is None:
         return Response({"error": "Bad request"}, status_code=400)
@@ -175,7 +162,7 @@ def balance(
     """``GET /api/v1/me/balance`` (free). An unlimited sandbox account reports a large balance."""
     sandbox.counters.balance_calls += 1
     if not bearer_matches(request, sandbox.api_key):
-        return _error(401, "unauthorized", "Invalid API key")
+        return _unauthorized()
     cents = UNLIMITED_CENTS if sandbox.balance_cents is None else sandbox.balance_cents
     return Response(
         {
@@ -193,14 +180,9 @@ async def _status(
     request: Request[Any, Any, Any], sandbox: SandboxState, task_id: str
 ) -> Response[Any]:
     sandbox.counters.status_calls += 1
-    await sandbox.delay()
-    fault = sandbox.knobs.status_fault
-    if fault == "hang" and not await hold(request, sandbox.knobs.hang_s, sandbox.stopping):
-        return _error(499, "client_closed", "client went away")  # never reaches the client
-    if fault == "http_500":
-        return _error(500, "internal_error", "Internal server error")
-    if not bearer_matches(request, sandbox.api_key):
-        return _error(401, "unauthorized", "Invalid API key")
+    refused = await admit_read(request, sandbox, DIALECT)
+    if refused is not None:
+        return refused
     task = sandbox.tasks.get(task_id)
     if task is None:
         return _error(404, "not_found", f"Task {task_id} not found")
@@ -245,6 +227,17 @@ def _error(
 ) -> Response[Any]:
     body = {"error": {"code": code, "message": message}}
     return Response(body, status_code=status, headers=headers or {})
+
+
+def _unauthorized() -> Response[Any]:
+    return _error(401, "unauthorized", "Invalid API key")
+
+
+def _plain_error(status: int, message: str) -> Response[Any]:
+    return _error(status, "client_closed" if status == 499 else "internal_error", message)
+
+
+DIALECT = Dialect(error=_plain_error, fault=_fault_answer, unauthorized=_unauthorized)
 
 
 def _message(error_type: str, pydantic_message: str) -> str:

@@ -57,6 +57,10 @@ def test_demo_prints_text_and_image_create_commands_that_work(tmp_path: Path) ->
         subprocess.run(["bash", "-c", f"ID={tasks[0]['id']}\n{download}"], cwd=tmp_path,
                        timeout=20, check=True, capture_output=True)  # fmt: skip
         assert (tmp_path / "video.mp4").read_bytes()[4:8] == b"ftyp"
+        usage_line = next(line for line in lines if "/v1/usage" in line)
+        spend = subprocess.run(["bash", "-c", usage_line], capture_output=True, text=True,
+                               timeout=20, check=True)  # fmt: skip
+        assert json.loads(spend.stdout)["tasks"] == 2  # both tasks above, at their prices
         assert (tmp_path / ".gateway" / "appendonly.aof").exists()
     finally:
         process.send_signal(signal.SIGINT)

@@ -8,8 +8,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from providers.sandbox.engine import Knobs
-from tests.integration.conftest import IMAGE, Harness, base_config
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from gateway.balance import Balances, Watched
+from gateway.config import BalanceSettings
+from gateway.metrics import Metrics
+from providers.base import ProviderSettings
+from providers.runapi import RunAPIProvider
+from providers.sandbox import runapi as sandbox_runapi
+from providers.sandbox.engine import Knobs, SandboxState
+from tests.integration.conftest import ENV, IMAGE, Harness, asgi, base_config
 from tests.integration.test_budgets import SLOW
 
 REFRESH_S = 1.0
@@ -101,3 +110,26 @@ async def test_accepted_prices_lower_the_known_balance_until_the_next_read(
 
 async def _equals(value: Awaitable[float | None], expected: float) -> bool:
     return (await value) == expected
+
+
+async def test_the_minimum_balance_in_force_is_the_one_read_now(redis: Redis) -> None:
+    sandbox = SandboxState("runapi", ENV["RUNAPI_API_KEY"], SLOW.model_copy(
+        update={"balance_cents": 1000}))  # fmt: skip
+    reader = RunAPIProvider(
+        ProviderSettings(name="runapi", base_url="http://runapi.sandbox",
+                         api_key=SecretStr(ENV["RUNAPI_API_KEY"])),
+        transport=asgi(sandbox_runapi.create_app(sandbox)),
+    )  # fmt: skip
+    minimum = {"usd": 5.0}
+    balances = Balances(
+        redis, {"runapi": Watched(reader, BalanceSettings(refresh_s=60, min_usd=5))},
+        metrics=Metrics(["runapi"]),
+        current=lambda _: BalanceSettings(refresh_s=60, min_usd=minimum["usd"]),
+    )  # fmt: skip
+    assert balances.allows("runapi", 0.30)  # nothing known yet: nobody is excluded
+    await balances.refresh()
+    assert balances.balance_usd("runapi") == 10.0
+    assert balances.allows("runapi", 0.30)
+    minimum["usd"] = 10.01  # a reload raised it
+    assert not balances.allows("runapi", 0.30)
+    await reader.aclose()

@@ -223,6 +223,28 @@ async def test_usage_is_the_callers_own_and_takes_day_or_month(
     assert (await h.client.get("/v1/usage")).status_code == 401
 
 
+async def test_a_client_without_a_budget_still_has_its_spend_and_reservations_counted(
+    harness_factory: Callable[..., Any],
+) -> None:
+    # /v1/usage reports every client's own spend (api.md §2), budget or not: a create by a
+    # client without a budget reserves and settles in Redis like any other.
+    auth = {
+        "keys": [
+            {"name": "demo", "key_env": "GATEWAY_KEY_DEMO"},
+            {"name": "other", "key_env": "GATEWAY_KEY_OTHER", "budget_usd": {"day": 10}},
+        ]
+    }
+    h: Harness = await harness_factory(auth=auth)
+    done = await wait_final(h, (await h.create(body())).json()["id"])
+    assert done["status"] == "completed"
+    h.runapi.update_knobs({"complete_after_s": 30.0})
+    assert (await h.create(body(prompt="still rendering"))).status_code == 202
+    mine = await read_usage(h)
+    assert (mine["budget_usd"], mine["spent_usd"], mine["tasks"]) == (None, 0.30, 1)
+    assert mine["reserved_usd"] == 0.30
+    assert mine["by_provider"] == {"runapi": {"spent_usd": 0.30, "tasks": 1}}
+
+
 # Budgets on their own, on a real Redis.
 
 
@@ -315,3 +337,17 @@ async def test_counters_expire_after_their_period(redis: Redis) -> None:
     assert expiries[day.id] == pytest.approx(day.end + 2 * 86400, abs=2)
     assert expiries[month.id] == pytest.approx(month.end + 2 * 86400, abs=2)
     assert expiries[task.id] == pytest.approx(month.end + 2 * 86400, abs=2)
+
+
+async def test_a_budget_added_by_a_reload_counts_what_the_client_already_holds(
+    redis: Redis,
+) -> None:
+    table: dict[str, BudgetSettings | None] = {"demo": None}
+    budgets = Budgets(redis, lambda: table, metrics=Metrics(["runapi"], clients=["demo"]))
+    rendering = record()
+    await budgets.reserve(rendering, 0.30, 0.30)  # no budget yet: held all the same
+    table["demo"] = BudgetSettings(day=0.50)  # what `gateway reload` does to the table
+    with pytest.raises(BudgetExceeded):
+        await budgets.reserve(record(), 0.30, 0.30)  # 0.30 held + 0.30 > 0.50
+    await budgets.reserve(record(), 0.20, 0.20)  # fits exactly
+    assert (await usage(budgets, "demo", "day")).reserved_usd == 0.50

@@ -118,3 +118,17 @@ def test_a_client_budget_changes_live() -> None:
     budget = live.settings.auth.keys[0].budget_usd
     assert budget is not None
     assert (budget.day, budget.month) == (7, 100)
+
+
+def test_a_providers_balance_minimum_and_refresh_change_live_but_not_the_watch_itself() -> None:
+    live = LiveSettings(settings(config()))
+    changed = config()
+    changed["providers"]["runapi"]["balance"] = {"refresh_s": 30, "min_usd": 20}
+    assert live.apply(settings(changed)) == (
+        ["providers.runapi.balance.min_usd", "providers.runapi.balance.refresh_s"], [],
+    )  # fmt: skip
+    balance = live.settings.providers["runapi"].balance
+    assert balance is not None
+    assert (balance.refresh_s, balance.min_usd) == (30, 20)
+    del changed["providers"]["runapi"]["balance"]  # watching starts and stops with a restart
+    assert live.apply(settings(changed)) == ([], ["providers.runapi.balance"])
