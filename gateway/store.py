@@ -3,6 +3,11 @@
 Every Redis key the gateway uses is built in this module. A task is one string key holding the
 record's JSON, with a TTL set at creation (``status.task_ttl_days``) and kept on updates.
 Any Redis failure leaves this module as :class:`gateway.errors.StoreUnavailable`.
+
+Writes that must be atomic are Lua scripts, never ``MULTI`` pipelines: redis-py's asyncio
+Cluster client (8.1) queues each command of a transaction through a new thread running an event
+loop of its own, blocking the gateway's loop meanwhile, which doubled the gateway's CPU per
+create on a Cluster.
 """
 
 from __future__ import annotations
