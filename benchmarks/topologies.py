@@ -201,7 +201,7 @@ GAP_HISTORY = (
     "ms, for 34.5 against 36.9 Redis commands; 429 against 825 creates/s on a quiet machine): "
     "the create path wrote through two `MULTI` pipelines, and redis-py 8's asyncio Cluster "
     "client queues each command of a transaction by starting a thread that runs an event loop "
-    "of its own, blocking the gateway's loop meanwhile (six per create). Those writes are Lua "
+    "of its own, blocking the gateway's loop meanwhile (five per create). Those writes are Lua "
     "scripts now, one round trip each on every topology."
 )
 
@@ -222,8 +222,8 @@ def comparison(runs: list[TopologyRun]) -> list[str]:
             f"({cost.scripts:.1f} and {base.scripts:.1f} of them scripts)."
         )
     said.append(
-        "A create sends the same commands, in as many round trips, on every topology; what a "
-        "Cluster adds is the gateway's time in redis-py's Cluster client, which routes each "
+        "A create sends the same commands, in as many round trips, on every topology; the "
+        "difference left is the gateway's time in redis-py's Cluster client, which routes each "
         "command itself (its key hashed to a slot, the slot's node looked up)."
     )
     return [" ".join([*said, GAP_HISTORY])]

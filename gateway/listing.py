@@ -120,7 +120,7 @@ class TaskIndex:
         return int((self._clock() - self._ttl_s) * 1000)
 
     async def add(self, client: str, task_id: str) -> None:
-        args = [task_id, int(self._clock() * 1000), self._oldest_ms(), self._ttl_s]
+        args: list[str | int] = [task_id, int(self._clock() * 1000), self._oldest_ms(), self._ttl_s]
         async with translated():
             await self._add(keys=[Keys.client_tasks(client)], args=args)
 

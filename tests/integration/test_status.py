@@ -57,10 +57,10 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 8.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def deliveries(redis: Redis) -> dict[str, tuple[bytes, float | None]]:
+async def deliveries(redis: Redis) -> dict[str, tuple[bytes | str, float | None]]:
     """Every webhook delivery record kept: id → (its JSON, its due time, None when it is on no
     schedule)."""
-    found = {}
+    found: dict[str, tuple[bytes | str, float | None]] = {}
     async for key in redis.scan_iter(match="gw:*:webhook:*"):
         delivery_id = key.decode().rpartition(":webhook:")[2]
         due = await redis.zscore(Keys.due("webhooks", shard_of(delivery_id)), delivery_id)
