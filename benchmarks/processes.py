@@ -30,6 +30,8 @@ from providers.sandbox.ready import parse_ready_line
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 CLIENT_KEY = "bench-client-key"
+CLIENT_NAME = "bench"
+"""The gateway's name for the client holding ``CLIENT_KEY``."""
 RUNAPI_KEY = "bench-runapi-key"
 APIINONE_KEY = "bench-apiinone-key"
 _PR_SET_PDEATHSIG = 1
@@ -194,7 +196,7 @@ def gateway_config(runapi_url: str, redis_url: str, data_dir: Path, poll_interva
     return {
         "server": {"host": HOST, "drain_s": 0},  # stopped by SIGTERM: no drain needed
         "redis": {"url": redis_url, "data_dir": str(data_dir)},
-        "auth": {"keys": [{"name": "bench", "key_env": "GATEWAY_KEY_BENCH"}]},
+        "auth": {"keys": [{"name": CLIENT_NAME, "key_env": "GATEWAY_KEY_BENCH"}]},
         "status": {"poll_interval_s": poll_interval_s},
         "log": {"level": "INFO"},
         "providers": {

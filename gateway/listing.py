@@ -93,6 +93,16 @@ return score ~= false
 """
 
 
+# KEYS: index. ARGV: id, score (ms), oldest score kept, ttl seconds. Adds the id, trims what the
+# TTL has passed and refreshes the set's TTL. A script rather than a MULTI: redis-py's asyncio
+# Cluster client runs each command queued in a transaction through a thread of its own.
+_ADD = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+"""
+
+
 def _ids(raw: list[bytes | str]) -> list[str]:
     return [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
 
@@ -104,6 +114,7 @@ class TaskIndex:
         self._redis = redis
         self._ttl_s = ttl_s
         self._clock = clock
+        self._add = redis.register_script(_ADD)
         self._page = redis.register_script(_PAGE)
         self._remove = redis.register_script(_REMOVE)
 
@@ -111,12 +122,9 @@ class TaskIndex:
         return int((self._clock() - self._ttl_s) * 1000)
 
     async def add(self, client: str, task_id: str) -> None:
-        key = Keys.client_tasks(client)
-        async with translated(), self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, {task_id: int(self._clock() * 1000)})
-            pipe.zremrangebyscore(key, "-inf", f"({self._oldest_ms()}")
-            pipe.expire(key, self._ttl_s)
-            await pipe.execute()
+        args: list[str | int] = [task_id, int(self._clock() * 1000), self._oldest_ms(), self._ttl_s]
+        async with translated():
+            await self._add(keys=[Keys.client_tasks(client)], args=args)
 
     async def page(self, client: str, after: str | None, count: int, order: Order) -> list[str]:
         """Up to ``count`` ids after ``after``; none when ``after`` is not one of the client's

@@ -46,6 +46,23 @@ BATCH = 32
 REFUSED = "refused:"
 """How a delivery error starts when the gateway itself refused the destination."""
 
+# A delivery's record and its place on the schedule, changed in one step. A script rather than
+# a MULTI: redis-py's asyncio Cluster client runs each command queued in a transaction through a
+# thread of its own. KEYS: delivery, deliveries-due (its shard). ARGV: delivery id, the record
+# to keep ('' deletes it), due at ('' takes it off the schedule). The record keeps its TTL.
+_UPDATE_DELIVERY = """
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+"""
+
 
 class WebhookDelivery(BaseModel):
     id: str
@@ -164,6 +181,7 @@ class WebhookSender:
             transport=GuardedTransport(address_policy(settings), transport),
         )
         self._stop = asyncio.Event()
+        self._update = redis.register_script(_UPDATE_DELIVERY)
 
     async def run(self) -> None:
         """Deliver until :meth:`stop`; errors are logged and the loop goes on."""
@@ -215,10 +233,11 @@ class WebhookSender:
             await self._forget(delivery_id, keep=delivery)
             return
         at = time.time() + retry_delay_s(delivery.attempt, self._settings.retry_delays_s)
-        async with translated(), self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(Keys.webhook(delivery_id), delivery.model_dump_json(), keepttl=True)
-            pipe.zadd(self._store.due_key("webhooks", delivery_id, at), {delivery_id: at})
-            await pipe.execute()
+        async with translated():
+            await self._update(
+                keys=[Keys.webhook(delivery_id), self._store.due_key("webhooks", delivery_id, at)],
+                args=[delivery_id, delivery.model_dump_json(), at],
+            )
         logger.warning("webhook failed; will retry", extra={
             "task_id": delivery.task_id, "attempt": delivery.attempt, "error": error})  # fmt: skip
 
@@ -245,10 +264,8 @@ class WebhookSender:
         return "rejected", f"HTTP {response.status_code}"
 
     async def _forget(self, delivery_id: str, keep: WebhookDelivery | None = None) -> None:
-        async with translated(), self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(Keys.due("webhooks", shard_of(delivery_id)), delivery_id)
-            if keep is None:
-                pipe.delete(Keys.webhook(delivery_id))
-            else:  # a dead letter: kept (with its TTL) for an operator to look at
-                pipe.set(Keys.webhook(delivery_id), keep.model_dump_json(), keepttl=True)
-            await pipe.execute()
+        # A dead letter (``keep``) stays, with its TTL, for an operator to look at.
+        kept = "" if keep is None else keep.model_dump_json()
+        keys = [Keys.webhook(delivery_id), Keys.due("webhooks", shard_of(delivery_id))]
+        async with translated():
+            await self._update(keys=keys, args=[delivery_id, kept, ""])

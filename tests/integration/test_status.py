@@ -60,8 +60,19 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 8.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def deliveries(redis: Redis) -> dict[str, tuple[bytes | str, float | None]]:
+    """Every webhook delivery record kept: id → (its JSON, its due time, None when it is on no
+    schedule)."""
+    found: dict[str, tuple[bytes | str, float | None]] = {}
+    async for key in redis.scan_iter(match="gw:*:webhook:*"):
+        delivery_id = key.decode().rpartition(":webhook:")[2]
+        due = await redis.zscore(Keys.due("webhooks", shard_of(delivery_id)), delivery_id)
+        found[delivery_id] = (await redis.get(key) or b"", due)
+    return found
+
+
 async def test_webhook_is_delivered_signed_without_any_lookup_and_retried_after_a_500(
-    harness_factory: Callable[..., Any],
+    harness_factory: Callable[..., Any], redis: Redis
 ) -> None:
     receiver = Receiver(fail_first=1)
     h: Harness = await harness_factory(
@@ -81,6 +92,11 @@ async def test_webhook_is_delivered_signed_without_any_lookup_and_retried_after_
     assert delivered["id"] == task["id"]
     assert delivered["status"] == "completed"
     assert delivered["video_url"]
+    # Delivered: its record and its place on the schedule are gone, in one step.
+    deadline = time.monotonic() + 5
+    while await deliveries(redis):
+        assert time.monotonic() < deadline, "the delivered webhook was not forgotten"
+        await asyncio.sleep(0.05)
 
 
 async def test_two_instances_deliver_one_final_webhook_once(
@@ -313,6 +329,10 @@ async def test_a_webhook_destination_that_turned_internal_is_refused_when_it_con
     assert scrape.value("gateway_webhook_deliveries_total", outcome="rejected") == 1
     assert scrape.value("gateway_webhook_deliveries_total", outcome="unreachable") == 0
     assert receiver.calls == []
+    # The dead letter is kept for an operator, with its error, and is off the schedule.
+    ((raw, due),) = (await deliveries(redis)).values()
+    assert json.loads(raw)["last_error"].startswith("refused:")
+    assert due is None
 
 
 async def test_a_create_whose_instance_died_ends_outcome_unknown_with_its_webhook(

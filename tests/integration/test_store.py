@@ -53,6 +53,37 @@ async def test_save_keeps_the_ttl_set_at_creation(redis: Redis) -> None:
     assert saved.attempts == record.attempts
 
 
+async def test_create_writes_the_task_its_schedule_and_its_callback_token(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=3600)
+    record = new_record()
+    record.callback_token = "token-1"
+    await store.create(record, check_at=1_000.0)
+    assert await redis.zscore(Keys.due("poll", shard_of(record.id)), record.id) == 1_000.0
+    assert await redis.get(Keys.callback("token-1")) == record.id.encode()
+    assert 3590 <= await redis.ttl(Keys.callback("token-1")) <= 3600
+
+
+async def test_create_sent_again_after_a_lost_reply_finds_its_own_write(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=3600)
+    record = new_record()
+    await store.create(record, check_at=1_000.0)
+    await store.create(record, check_at=2_000.0)  # the same record: no error
+    assert await store.get(record.id) == record
+    assert await redis.zscore(Keys.due("poll", shard_of(record.id)), record.id) == 1_000.0
+
+
+async def test_create_over_another_record_fails_and_leaves_that_task_alone(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=3600)
+    record = new_record()
+    await store.create(record, check_at=1_000.0)
+    other = record.model_copy(update={"metadata": {"order": "43"}, "callback_token": "token-2"})
+    with pytest.raises(RuntimeError, match="collision"):
+        await store.create(other, check_at=2_000.0)
+    assert await store.get(record.id) == record
+    assert await redis.zscore(Keys.due("poll", shard_of(record.id)), record.id) == 1_000.0
+    assert await redis.exists(Keys.callback("token-2")) == 0
+
+
 async def test_unknown_task_is_none(redis: Redis) -> None:
     assert await TaskStore(redis, ttl_s=60).get(new_task_id()) is None
 
