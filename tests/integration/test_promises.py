@@ -199,6 +199,12 @@ async def test_an_accept_never_written_answers_504_naming_the_task(
     assert answer.json()["id"].startswith("vid_")
     assert (await h.read(answer.json()["id"])).status_code == 200
 
+    async def recorded() -> bool:  # the write goes on in the background once Redis is back
+        record = await stored(acl.admin, answer.json()["id"])
+        return record is not None and record.provider_task_id in h.runapi.tasks
+
+    await until(recorded, timeout_s=5)
+
 
 # 4 -----------------------------------------------------------------------------------------
 
