@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 
@@ -25,6 +26,8 @@ SLOW_MARKER = " [sandbox:slow]"
 GATEWAY_HEADERS = {"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"}
 RUNAPI_HEADERS = {"Authorization": f"Bearer {RUNAPI_KEY}", "Content-Type": "application/json"}
 SETUP_CONCURRENCY = 32
+SETUP_WAIT_S = 30.0
+"""How long a task created for the lookups may take to be as expected (its video copied)."""
 
 
 def canonical_body(prompt: str = PROMPT) -> dict[str, object]:
@@ -80,11 +83,14 @@ def create_direct_tasks(runapi_url: str, count: int) -> list[str]:
 
 
 def create_gateway_tasks(gateway_url: str, count: int, *, rendering: bool) -> list[str]:
-    """``count`` tasks created through the gateway, each then looked up once.
+    """``count`` tasks created through the gateway, each then looked up until it is as
+    expected.
 
-    The sandbox finishes a task as soon as it is created, so that first lookup makes a normal
-    task ``completed`` (final, served from Redis from then on). A ``rendering`` task carries
-    the sandbox's slow marker and stays ``in_progress``. Raises if any task is not as expected.
+    The sandbox finishes a task as soon as it is created, so the first lookup reads it
+    completed; the gateway then copies its video into its storage (``storage``, on by default)
+    and reports it ``completed`` once stored: later lookups find it final, served from Redis.
+    A ``rendering`` task carries the sandbox's slow marker and stays ``in_progress``. Raises if
+    any task is not as expected within ``SETUP_WAIT_S``.
     """
     expected = {"in_progress"} if rendering else {"completed"}
     prompt = PROMPT + SLOW_MARKER if rendering else PROMPT
@@ -101,11 +107,15 @@ async def _create_and_check(url: str, count: int, prompt: str, expected: set[str
                 if created.status_code != 202:
                     raise RuntimeError(f"create: {created.status_code} {created.text[:300]}")
                 task_id = str(created.json()["id"])
-                seen = await client.get(f"/v1/videos/{task_id}")
-                status = seen.json().get("status") if seen.status_code == 200 else seen.text
-                if status not in expected:
-                    raise RuntimeError(f"task {task_id} is {status!r}, expected {expected}")
-                return task_id
+                deadline = time.monotonic() + SETUP_WAIT_S
+                while True:
+                    seen = await client.get(f"/v1/videos/{task_id}")
+                    status = seen.json().get("status") if seen.status_code == 200 else seen.text
+                    if status in expected:
+                        return task_id
+                    if status != "in_progress" or time.monotonic() > deadline:
+                        raise RuntimeError(f"task {task_id} is {status!r}, expected {expected}")
+                    await asyncio.sleep(0.2)  # its video is being copied
 
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
