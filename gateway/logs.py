@@ -27,6 +27,8 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 _CALLBACK_TOKEN = re.compile(r"(/callbacks/[\w.-]+/)[\w.~%-]+")
 """A callback URL's token segment (also under ``/v1/callbacks/``, the older route)."""
+_CALLBACK_MARK = "/callbacks/"
+"""In every match of ``_CALLBACK_TOKEN``."""
 REDACTED = "[redacted]"
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
@@ -60,7 +62,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def redact(text: str) -> str:
-    """``text`` without callback tokens."""
+    """``text`` without callback tokens. Every string of every line passes here, so the
+    expression runs only on a string that can hold a token: the substring test costs a small
+    fraction of a substitution, which was half of the time a line took to format."""
+    if _CALLBACK_MARK not in text:
+        return text
     return _CALLBACK_TOKEN.sub(rf"\1{REDACTED}", text)
 
 
