@@ -118,7 +118,9 @@ class Poller:
                 await self._store.schedule(task_id, time.time() + self._settings.poll_interval_s)
 
     async def _poll_once(self, task_id: str) -> None:
-        record = await self._store.get(task_id)
+        interval_s = self._settings.poll_interval_s
+        record, turn = await self._store.read_for_poll(task_id, interval_s)
+        read_at = time.monotonic()
         if record is None or record.is_final or record.copy_state is not None:
             await self._store.unschedule(task_id)  # a task being copied is the copier's
             return
@@ -130,7 +132,12 @@ class Poller:
             record.provider or "", asyncio.Semaphore(self._settings.poll_concurrency)
         )
         async with limit:
-            record = await self._refresher.refresh(record, may_resubmit=True)
+            # The turn taken with the read may have run out while this poll waited for a slot:
+            # then the refresh takes it again (one upstream read per task per interval).
+            fresh = time.monotonic() - read_at < interval_s / 2
+            record = await self._refresher.refresh(
+                record, may_resubmit=True, turn=turn if fresh else None
+            )
         if not record.is_final:
             age = time.time() - record.created_at
             await self._store.schedule(task_id, time.time() + next_poll_delay(age, self._settings))

@@ -172,22 +172,30 @@ class Refresher:
             return True
         return time.time() - record.polled_at >= self._settings.poll_interval_s
 
-    async def refresh(self, record: TaskRecord, *, may_resubmit: bool = False) -> TaskRecord:
+    async def refresh(
+        self, record: TaskRecord, *, may_resubmit: bool = False, turn: bool | None = None
+    ) -> TaskRecord:
         """The task as its upstream now sees it. Concurrent callers in this process share one
         refresh; an instance that is not this interval's poller returns ``record`` as stored.
         Only the background poller passes ``may_resubmit``: a lookup never sends a create.
+        ``turn``: the poll turn, taken by the caller already (True) or held by another reader
+        (False); None: taken here (:meth:`TaskStore.take_poll_turn`).
 
         The refresh runs as its own asyncio task and every caller waits on it shielded: a
         caller that goes away (a client disconnecting) cancels neither the shared read nor what
         follows it (a finalize, a resubmission's paid create)."""
         running = self._inflight.get(record.id)
         if running is None:
-            running = asyncio.create_task(self._refresh(record, may_resubmit=may_resubmit))
+            running = asyncio.create_task(
+                self._refresh(record, may_resubmit=may_resubmit, turn=turn)
+            )
             self._inflight[record.id] = running
             running.add_done_callback(lambda _: self._inflight.pop(record.id, None))
         return await asyncio.shield(running)
 
-    async def _refresh(self, record: TaskRecord, *, may_resubmit: bool) -> TaskRecord:
+    async def _refresh(
+        self, record: TaskRecord, *, may_resubmit: bool, turn: bool | None
+    ) -> TaskRecord:
         if record.resubmitting:
             return await self._check_resubmission(record)
         adapter = self._router.adapter(record.provider or "")
@@ -195,7 +203,7 @@ class Refresher:
         if adapter is None or record.provider_task_id is None:
             # Disabled or removed since: nothing to ask, but the deadline still applies.
             logger.warning("task's provider is not configured", extra={"task_id": record.id})
-        elif not await self._store.take_poll_turn(record.id, self._settings.poll_interval_s):
+        elif not await self._poll_turn(record.id, turn):
             return record
         else:
             record.polled_at = time.time()
@@ -215,6 +223,12 @@ class Refresher:
             record.finish(TaskStatus.FAILED, error=TaskError(
                 code="timeout", message="the task did not finish before the deadline"))  # fmt: skip
         return await self._store_outcome(record)
+
+    async def _poll_turn(self, task_id: str, taken: bool | None) -> bool:
+        """Is this refresh the one that reads the upstream this interval?"""
+        if taken is not None:
+            return taken
+        return await self._store.take_poll_turn(task_id, self._settings.poll_interval_s)
 
     async def _read(
         self, adapter: Provider, record: TaskRecord, upstream_id: str

@@ -150,6 +150,17 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {ids, first[2] or false}
 """
 
+# The background poller's read of a task it claimed, with the task's poll turn (the
+# ``SET NX`` of ``take_poll_turn``) taken in the same round trip when the task exists: one
+# Redis command fewer per poll. KEYS: task, poll lock (one shard). ARGV: the turn's length
+# (ms). Returns 0 when the task is gone, else {record, 1 when this caller took the turn}.
+_READ_FOR_POLL = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {current, 1} end
+return {current, 0}
+"""
+
 Schedule = Literal["poll", "webhooks", "video_copy", "video_delete"]
 """The sharded schedules: task polls, webhook deliveries, video copies, stored videos'
 deletions."""
@@ -341,6 +352,7 @@ class TaskStore:
         self._save_unless_final = redis.register_script(_SAVE_UNLESS_FINAL)
         self._finalize = redis.register_script(_FINALIZE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
+        self._read_for_poll = redis.register_script(_READ_FOR_POLL)
         self._mark_resubmitting = redis.register_script(_MARK_RESUBMITTING)
         self._delete = redis.register_script(_DELETE_UNLESS_RESUBMITTING)
         self._hints: dict[Schedule, DueHints] = {name: DueHints() for name in SCHEDULES}
@@ -487,6 +499,26 @@ class TaskStore:
                 Keys.poll_lock(task_id), "1", nx=True, px=max(1, int(interval_s * 1000))
             )
         return bool(won)
+
+    async def read_for_poll(
+        self, task_id: str, interval_s: float
+    ) -> tuple[TaskRecord | None, bool]:
+        """:meth:`get` and :meth:`take_poll_turn` in one round trip, for the background poller:
+        the task, and whether this caller now holds its poll turn (taken whenever the task
+        exists; one the poller will not read, final, being copied or not placed yet, is one
+        no lookup refreshes either)."""
+        async with self._translated():
+            found = await self._read_for_poll(
+                keys=[Keys.task(task_id), Keys.poll_lock(task_id)],
+                args=[max(1, int(interval_s * 1000))],
+            )
+        if not isinstance(found, list):
+            return None, False
+        raw, won = found
+        try:
+            return TaskRecord.model_validate_json(raw), bool(won)
+        except ValidationError as exc:
+            raise RuntimeError(f"unreadable task record {task_id}") from exc
 
     async def give_back_poll_turn(self, task_id: str) -> None:
         """Let the next caller (the background poller) read the status now."""

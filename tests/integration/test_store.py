@@ -161,6 +161,22 @@ async def test_one_poll_turn_per_interval(redis: Redis) -> None:
     assert turns == [True, False, False]
 
 
+async def test_read_for_poll_takes_the_poll_turn_with_the_task(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=60)
+    record = new_record()
+    await store.create(record, check_at=0)
+    assert await store.read_for_poll(record.id, interval_s=5) == (record, True)
+    assert await store.take_poll_turn(record.id, interval_s=5) is False  # one per interval
+    assert await store.read_for_poll(record.id, interval_s=5) == (record, False)
+    assert 0 < await redis.pttl(Keys.poll_lock(record.id)) <= 5000
+
+
+async def test_read_for_poll_of_a_missing_task_takes_no_turn(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=60)
+    assert await store.read_for_poll("vid_gone", interval_s=5) == (None, False)
+    assert await redis.exists(Keys.poll_lock("vid_gone")) == 0
+
+
 def test_public_view_is_a_valid_task_with_every_field() -> None:
     record = new_record()
     record.attempts = [Attempt(provider="runapi", outcome="accepted", latency_ms=3)]
