@@ -32,6 +32,9 @@ CLAIM = 16
 requests being served: 64 at once (the old batch) held a create up to ~140 ms at its p99 in the
 200 RPS benchmark; 16 every 20 ms keeps the bursts short and still starts 800 polls/s."""
 IN_FLIGHT = 64
+TURN_SLACK = 0.1
+"""A poll turn taken with the task's read is renewed if the upstream read starts later than
+this fraction of the poll interval after it (the poll waited for a provider slot)."""
 
 
 class Poller:
@@ -132,12 +135,11 @@ class Poller:
             record.provider or "", asyncio.Semaphore(self._settings.poll_concurrency)
         )
         async with limit:
-            # The turn taken with the read may have run out while this poll waited for a slot:
-            # then the refresh takes it again (one upstream read per task per interval).
-            fresh = time.monotonic() - read_at < interval_s / 2
-            record = await self._refresher.refresh(
-                record, may_resubmit=True, turn=turn if fresh else None
-            )
+            if time.monotonic() - read_at > interval_s * TURN_SLACK:
+                # The poll waited for a slot: the turn it took starts again now (the next
+                # reader still waits a whole interval after this read), or is taken if free.
+                turn = await self._store.renew_poll_turn(task_id, interval_s)
+            record = await self._refresher.refresh(record, may_resubmit=True, turn=turn)
         if not record.is_final:
             age = time.time() - record.created_at
             await self._store.schedule(task_id, time.time() + next_poll_delay(age, self._settings))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
@@ -153,12 +154,23 @@ return {ids, first[2] or false}
 # The background poller's read of a task it claimed, with the task's poll turn (the
 # ``SET NX`` of ``take_poll_turn``) taken in the same round trip when the task exists: one
 # Redis command fewer per poll. KEYS: task, poll lock (one shard). ARGV: the turn's length
-# (ms). Returns 0 when the task is gone, else {record, 1 when this caller took the turn}.
+# (ms), this store's token (the lock's value, so that the turn can be renewed). Returns 0
+# when the task is gone, else {record, 1 when this caller took the turn}.
 _READ_FOR_POLL = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {current, 1} end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return {current, 1} end
 return {current, 0}
+"""
+
+# A turn taken by ``_READ_FOR_POLL`` starts again now: renewed if this store still holds it,
+# taken if it is free; 0 (nothing changed) when another reader holds it. KEYS: poll lock.
+# ARGV: the turn's length (ms), this store's token.
+_RENEW_POLL_TURN = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+return 1
 """
 
 Schedule = Literal["poll", "webhooks", "video_copy", "video_delete"]
@@ -337,6 +349,11 @@ async def translated(
 logger = logging.getLogger(__name__)
 
 
+def _ms(seconds: float) -> int:
+    """A lock's length in whole milliseconds (at least one)."""
+    return max(1, int(seconds * 1000))
+
+
 class TaskStore:
     """Tasks by public id, and the schedule of their status polls.
 
@@ -353,6 +370,9 @@ class TaskStore:
         self._finalize = redis.register_script(_FINALIZE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._read_for_poll = redis.register_script(_READ_FOR_POLL)
+        self._renew_poll_turn = redis.register_script(_RENEW_POLL_TURN)
+        self._turn_token = secrets.token_hex(8)
+        """The value of the poll turns this store takes in :meth:`read_for_poll`."""
         self._mark_resubmitting = redis.register_script(_MARK_RESUBMITTING)
         self._delete = redis.register_script(_DELETE_UNLESS_RESUBMITTING)
         self._hints: dict[Schedule, DueHints] = {name: DueHints() for name in SCHEDULES}
@@ -510,7 +530,7 @@ class TaskStore:
         async with self._translated():
             found = await self._read_for_poll(
                 keys=[Keys.task(task_id), Keys.poll_lock(task_id)],
-                args=[max(1, int(interval_s * 1000))],
+                args=[_ms(interval_s), self._turn_token],
             )
         if not isinstance(found, list):
             return None, False
@@ -519,6 +539,16 @@ class TaskStore:
             return TaskRecord.model_validate_json(raw), bool(won)
         except ValidationError as exc:
             raise RuntimeError(f"unreadable task record {task_id}") from exc
+
+    async def renew_poll_turn(self, task_id: str, interval_s: float) -> bool:
+        """Start again now a turn :meth:`read_for_poll` took (a poll that waited for a slot
+        must not shorten the interval the next reader waits); False when another reader holds
+        the turn (this one's ran out and was taken)."""
+        async with self._translated():
+            renewed = await self._renew_poll_turn(
+                keys=[Keys.poll_lock(task_id)], args=[_ms(interval_s), self._turn_token]
+            )
+        return int(renewed) == 1
 
     async def give_back_poll_turn(self, task_id: str) -> None:
         """Let the next caller (the background poller) read the status now."""

@@ -171,6 +171,21 @@ async def test_read_for_poll_takes_the_poll_turn_with_the_task(redis: Redis) -> 
     assert 0 < await redis.pttl(Keys.poll_lock(record.id)) <= 5000
 
 
+async def test_renewed_poll_turn_starts_again_only_if_still_this_readers(redis: Redis) -> None:
+    store = TaskStore(redis, ttl_s=60)
+    record = new_record()
+    await store.create(record, check_at=0)
+    assert await store.read_for_poll(record.id, interval_s=0.2) == (record, True)
+    assert await store.renew_poll_turn(record.id, interval_s=5) is True  # its own: renewed
+    assert await redis.pttl(Keys.poll_lock(record.id)) > 4000
+    await redis.delete(Keys.poll_lock(record.id))  # ran out...
+    assert await store.take_poll_turn(record.id, interval_s=5) is True  # ...a lookup took it
+    assert await store.renew_poll_turn(record.id, interval_s=5) is False
+    await redis.delete(Keys.poll_lock(record.id))
+    assert await store.renew_poll_turn(record.id, interval_s=5) is True  # free: taken
+    assert await store.take_poll_turn(record.id, interval_s=5) is False
+
+
 async def test_read_for_poll_of_a_missing_task_takes_no_turn(redis: Redis) -> None:
     store = TaskStore(redis, ttl_s=60)
     assert await store.read_for_poll("vid_gone", interval_s=5) == (None, False)
