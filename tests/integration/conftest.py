@@ -159,6 +159,8 @@ class Harness:
 
 
 MakeHarness = Callable[..., Any]
+RUNNING = pytest.StashKey[list[Harness]]()
+"""The harnesses a test made (its node's stash): the ``acl`` fixture stops them too."""
 
 
 @pytest.fixture
@@ -167,11 +169,9 @@ async def harness_factory(
 ) -> AsyncIterator[Callable[..., Any]]:
     """Build a harness with config tweaks: ``await make(routing={...})``. Every harness the
     test did not stop is stopped at teardown (newest first), each even when another's shutdown
-    raised; before the ``acl`` fixture drops the gateway's Redis user, so that writes still
-    under way at shutdown can end rather than retry against a user that is gone."""
-    if "acl" in request.fixturenames:
-        request.getfixturevalue("acl")  # set up first, so torn down after the harnesses
+    raised; or earlier, by the ``acl`` fixture's teardown (see there)."""
     made: list[Harness] = []
+    request.node.stash[RUNNING] = made
 
     async def make(
         knobs: Knobs = FAST,
@@ -312,9 +312,15 @@ EVERY_KEY_BUT_IDEMPOTENCY = (
 
 
 @pytest.fixture
-async def acl(redis: Redis, redis_url: str) -> AsyncIterator[Acl]:
+async def acl(redis: Redis, redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Acl]:
+    """The gateway's Redis user. At teardown the test's apps are stopped before the user is
+    dropped (whichever fixture the test named first): a write still under way at shutdown,
+    such as an accept the test's outage delayed, ends rather than retrying against a user that
+    is gone until its deadline (about 35 s)."""
     scheme, _, rest = redis_url.partition("://")
     made = Acl(redis, f"{scheme}://{ACL_USER}:{ACL_PASSWORD}@{rest}")
     await made.allow_all()
     yield made
+    await made.allow_all()  # an outage the test left running is over
+    await stop_all(request.node.stash.get(RUNNING, []))
     await redis.acl_deluser(ACL_USER)
