@@ -186,7 +186,7 @@ def build_resources(
             metrics=metrics,
             budgets=budgets,
             final_tasks=final,
-            on_accepted=listing.indexed,
+            on_named=listing.indexed,
         ),
         budgets=budgets,
         listing=listing,

@@ -296,4 +296,4 @@ def _replayed_unknown(existing: IdempotencyRecord) -> UpstreamOutcomeUnknown:
     problem = existing.problem
     if problem is None:
         return UpstreamOutcomeUnknown()
-    return UpstreamOutcomeUnknown(problem.detail, attempts=problem.attempts)
+    return UpstreamOutcomeUnknown(problem.detail, attempts=problem.attempts, task_id=problem.id)

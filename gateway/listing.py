@@ -1,9 +1,11 @@
 """``GET /v1/videos`` and ``DELETE /v1/videos/{id}`` (api.md §6): each client's own tasks.
 
 :class:`TaskIndex` keeps, per client, a Redis sorted set of task ids scored by acceptance time
-in milliseconds (``Keys.client_tasks``). A task joins it when an upstream accepted it, the
-moment its id is given to the client (a refused create keeps its record as an operator's audit
-trail, but the client never got that id, so it is not listed). Members older than the task TTL
+in milliseconds (``Keys.client_tasks``). A task joins it the moment its id is given to the
+client: when an upstream accepted it, or when a ``504 upstream_outcome_unknown`` names it (the
+upstream did not answer, or the accepted task could not be recorded in time), since the client
+may poll that id. A refused create keeps its record as an operator's audit trail, but the
+client never got that id, so it is not listed. Members older than the task TTL
 are trimmed on every write and the set's own TTL is refreshed, so the index expires with the
 tasks; a member whose record expired or was lost is dropped when a page meets it.
 
@@ -93,11 +95,12 @@ return score ~= false
 """
 
 
-# KEYS: index. ARGV: id, score (ms), oldest score kept, ttl seconds. Adds the id, trims what the
-# TTL has passed and refreshes the set's TTL. A script rather than a MULTI: redis-py's asyncio
-# Cluster client runs each command queued in a transaction through a thread of its own.
+# KEYS: index. ARGV: id, score (ms), oldest score kept, ttl seconds. Adds the id (an id listed
+# already keeps its first time), trims what the TTL has passed and refreshes the set's TTL. A
+# script rather than a MULTI: redis-py's asyncio Cluster client runs each command queued in a
+# transaction through a thread of its own.
 _ADD = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 """
@@ -182,8 +185,9 @@ class TaskListing:
         self._delete_copy = delete_copy
 
     async def indexed(self, client: str, task_id: str) -> None:
-        """A task was accepted: list it. Best effort: the task itself is recorded already, and
-        a failure here only hides it from lists (logged and counted)."""
+        """The client was given this task's id (accepted, or named by a 504): list it. Best
+        effort: the task itself is recorded (or being recorded), and a failure here only hides
+        it from lists (logged and counted)."""
         try:
             await self._index.add(client, task_id)
         except StoreUnavailable:

@@ -87,11 +87,12 @@ class VideoService:
         metrics: Metrics,
         budgets: Budgets,
         final_tasks: FinalTasks | None = None,
-        on_accepted: Callable[[str, str], Awaitable[None]] | None = None,
+        on_named: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
-        """``on_accepted(client, task id)`` runs once an upstream took a task and it is
-        recorded (the client's task list, :mod:`gateway.listing`); it must not raise."""
-        self._on_accepted = on_accepted
+        """``on_named(client, task id)`` runs once the client is given a task's id: an upstream
+        took the task and it is recorded, or a ``504 upstream_outcome_unknown`` names it (the
+        client's task list, :mod:`gateway.listing`); it must not raise."""
+        self._on_named = on_named
         self._metrics = metrics
         self._budgets = budgets
         self._final = final_tasks if final_tasks is not None else FinalTasks()
@@ -183,13 +184,13 @@ class VideoService:
             await self._record_refusal(record, exc)
             if isinstance(exc, UpstreamOutcomeUnknown) and exc.task_id is None:
                 exc.task_id = record.id  # recorded before the call: the client may poll it
+                await self._named(record)
             raise
         record.attempts = placement.attempts
         place(record, placement)
         self._metrics.task_created(placement.candidate.name, record.tier, record.resolution)
         await self._save_accepted(record)
-        if self._on_accepted is not None:
-            await self._on_accepted(record.client, record.id)
+        await self._named(record)
         logger.info(
             "task accepted",
             extra={
@@ -229,6 +230,11 @@ class VideoService:
             await asyncio.sleep(delay)
             delay = min(1.0, delay * 2)
 
+    async def _named(self, record: TaskRecord) -> None:
+        """The client is given this task's id (accepted, or named by a 504): list it."""
+        if self._on_named is not None:
+            await self._on_named(record.client, record.id)
+
     def _spawn(self, write: Coroutine[Any, Any, object]) -> None:
         """A write that goes on after the answer (bounded by its own deadline); shutdown waits
         for it (:meth:`drain`)."""
@@ -250,13 +256,20 @@ class VideoService:
             return
         if outcome == "unwritten":
             left = record.created_at + self._options.create_timeout_s - ACCEPT_MARGIN_S
-            self._spawn(self._accept_until(record, time.monotonic() + max(0.0, left - time.time())))
+            self._spawn(self._accept_late(record, time.monotonic() + max(0.0, left - time.time())))
+        await self._named(record)  # the 504 names it: the client may poll it, and list it
         raise UpstreamOutcomeUnknown(
             f"{record.provider} accepted the task but the gateway could not record it yet; "
             "poll the task id, and do not resubmit it blindly",
             attempts=record.attempts,
             task_id=record.id,
         )
+
+    async def _accept_late(self, record: TaskRecord, deadline: float) -> None:
+        """The accepted mapping written after the 504 went out; listed again once written, as
+        listing it with the 504 likely failed too (listing an id twice keeps its first time)."""
+        if await self._accept_until(record, deadline) == "saved":
+            await self._named(record)
 
     async def _accept_until(self, record: TaskRecord, deadline: float) -> AcceptOutcome:
         """Write the accepted mapping, retrying until ``deadline`` (monotonic seconds)."""

@@ -22,15 +22,26 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
+_GENERATED = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".gateway",
+    ".schemathesis",
+)  # fmt: skip
+"""What a build or a run leaves in the working tree (.gitignore), not the project's source."""
 
 
 def test_wheel_installs_into_a_fresh_venv_and_the_entry_point_runs(tmp_path: Path) -> None:
+    before = set(ROOT.iterdir())
+    # Built from a copy of the working tree (tests included, to see them left out): setuptools
+    # builds in the source directory (build/, *.egg-info), which must not be the repository.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=_GENERATED)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(tmp_path / "dist"), str(ROOT)],
+         "--wheel-dir", str(tmp_path / "dist"), str(source)],
         check=True, timeout=120,
     )  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("hailuo_gateway-*.whl")
+    assert set(ROOT.iterdir()) == before, "the build left files in the repository"
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"gateway/app.py", "providers/runapi.py", "providers/sandbox/server.py"} <= names
     assert not any(n.startswith("tests/") for n in names)

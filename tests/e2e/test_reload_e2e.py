@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,34 @@ def _wait_log(gateway: Gateway, needle: str, count: int = 1, timeout_s: float = 
         assert time.monotonic() < deadline, f"no {needle!r} in the log: {gateway.logs()[-2000:]}"
         time.sleep(0.05)
     return gateway.logs()
+
+
+def _workers_catching_sighup(gateway: Gateway) -> int:
+    """How many of the parent's worker processes have their ``SIGHUP`` handler installed (the
+    lifespan does it): ``SigCgt`` in /proc, bit 0. A worker still starting would be killed by
+    the signal's default action, and its replacement start on the new file without a reload."""
+    assert gateway.process is not None
+    pid = gateway.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    catching = 0
+    for child in children:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            status = Path(f"/proc/{child}/status").read_text()
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        if b"spawn_main" not in cmdline:  # multiprocessing's resource tracker, not a worker
+            continue
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        catching += (int(caught.split()[1], 16) & (1 << (signal.SIGHUP - 1))) != 0
+    return catching
+
+
+def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def _reload_cli(gateway: Gateway) -> subprocess.CompletedProcess[str]:
@@ -131,10 +160,11 @@ def test_workers_each_reload_when_the_parent_gets_sighup(
 ) -> None:
     config = gateway_config(sandbox, redis_url, tmp_path / "data")
     gateway = Gateway(config, tmp_path, args=["--workers", "2"])
-    gateways.append(gateway.start(timeout_s=40))
+    gateways.append(gateway.start(timeout_s=40))  # once one worker answers
+    _until(lambda: _workers_catching_sighup(gateway) == 2, "the workers did not both start")
     gateway.config_path.write_text(yaml.safe_dump(_edited(config)))
     assert _reload_cli(gateway).returncode == 0
-    _wait_log(gateway, "config reloaded", count=2)  # one line per worker
+    _wait_log(gateway, "config reloaded", count=2, timeout_s=30)  # one line per worker
 
     # A new connection per request, so both workers answer some of them.
     for _ in range(8):

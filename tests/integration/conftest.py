@@ -5,8 +5,11 @@ in ``tests/e2e``."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -125,6 +128,7 @@ class Harness:
     settings: Settings
     minimax: SandboxState = field(default_factory=lambda: SandboxState("minimax", "unused"))
     """Behind every provider of kind ``minimax`` the harness is configured with."""
+    stopped: bool = field(default=False, init=False)
 
     def headers(self, key: str = CLIENT_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -136,9 +140,12 @@ class Harness:
         return await self.client.get(f"/v1/videos/{task_id}", headers=self.headers(key))
 
     async def stop(self) -> None:
-        """Shut this instance down (its lifespan ends), as a stopped process would."""
+        """Shut this instance down (its lifespan ends), as a stopped process would. Once: the
+        fixture stops every harness a test did not (a second stop does nothing)."""
+        if self.stopped:
+            return
+        self.stopped = True  # set first: a shutdown that raised has still ended the app
         await self.client.__aexit__(None, None, None)
-        self.client.closed_by_test = True  # type: ignore[attr-defined]
 
     async def scrape(self) -> Scrape:
         """``GET /metrics``, parsed: what Prometheus would see."""
@@ -152,12 +159,19 @@ class Harness:
 
 
 MakeHarness = Callable[..., Any]
+RUNNING = pytest.StashKey[list[Harness]]()
+"""The harnesses a test made (its node's stash): the ``acl`` fixture stops them too."""
 
 
 @pytest.fixture
-async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callable[..., Any]]:
-    """Build a harness with config tweaks: ``await make(routing={...})``."""
-    opened: list[AsyncTestClient[Any]] = []
+async def harness_factory(
+    redis: Redis, redis_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., Any]]:
+    """Build a harness with config tweaks: ``await make(routing={...})``. Every harness the
+    test did not stop is stopped at teardown (newest first), each even when another's shutdown
+    raised; or earlier, by the ``acl`` fixture's teardown (see there)."""
+    made: list[Harness] = []
+    request.node.stash[RUNNING] = made
 
     async def make(
         knobs: Knobs = FAST,
@@ -207,13 +221,50 @@ async def harness_factory(redis: Redis, redis_url: str) -> AsyncIterator[Callabl
         minimax.outbound = asgi(app)  # its callbacks reach this app, whatever the public URL
         client = AsyncTestClient(app)
         await client.__aenter__()
-        opened.append(client)
-        return Harness(client, runapi, apiinone, settings, minimax)
+        made.append(Harness(client, runapi, apiinone, settings, minimax))
+        return made[-1]
 
     yield make
-    for client in opened:
-        if not getattr(client, "closed_by_test", False):
-            await client.__aexit__(None, None, None)
+    await stop_all(made)
+
+
+async def stop_all(harnesses: list[Harness]) -> None:
+    """Stop each harness not stopped yet, newest first, every one even when another's shutdown
+    raised (that error is raised once all are stopped)."""
+    async with AsyncExitStack() as stopping:
+        for h in harnesses:
+            stopping.push_async_callback(h.stop)
+
+
+def app_threads() -> set[threading.Thread]:
+    """The threads apps run in: litestar's test client runs each app's lifespan, loops and
+    requests on an event loop of its own, in an anyio blocking-portal thread that ends when
+    the client is closed (and the lifespan has exited)."""
+    return {t for t in threading.enumerate() if "-portal-" in t.name}
+
+
+GATEWAY_CODE = str(Path(__file__).resolve().parents[2] / "gateway")
+
+
+def _gateway_tasks() -> list[asyncio.Task[Any]]:
+    """The test loop's tasks running gateway code (a loop a test started itself)."""
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    code = [getattr(t.get_coro(), "cr_code", None) for t in tasks]
+    return [t for t, c in zip(tasks, code, strict=True)
+            if c is not None and c.co_filename.startswith(GATEWAY_CODE)]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+async def no_app_outlives_its_test() -> AsyncIterator[None]:
+    """No app or gateway loop goes on after its test (set up first, so checked after every
+    other fixture's teardown): a poller, copier or webhook sender left running would claim
+    work from the shared Redis in later tests. Counting threads and tasks costs microseconds."""
+    before = app_threads()
+    yield
+    left = app_threads() - before
+    assert not left, f"an app still runs after its test (lifespan never exited): {left}"
+    tasks = _gateway_tasks()
+    assert not tasks, f"gateway tasks still run after their test: {tasks}"
 
 
 @pytest.fixture
@@ -261,9 +312,15 @@ EVERY_KEY_BUT_IDEMPOTENCY = (
 
 
 @pytest.fixture
-async def acl(redis: Redis, redis_url: str) -> AsyncIterator[Acl]:
+async def acl(redis: Redis, redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Acl]:
+    """The gateway's Redis user. At teardown the test's apps are stopped before the user is
+    dropped (whichever fixture the test named first): a write still under way at shutdown,
+    such as an accept the test's outage delayed, ends rather than retrying against a user that
+    is gone until its deadline (about 35 s)."""
     scheme, _, rest = redis_url.partition("://")
     made = Acl(redis, f"{scheme}://{ACL_USER}:{ACL_PASSWORD}@{rest}")
     await made.allow_all()
     yield made
+    await made.allow_all()  # an outage the test left running is over
+    await stop_all(request.node.stash.get(RUNNING, []))
     await redis.acl_deluser(ACL_USER)

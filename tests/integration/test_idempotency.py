@@ -122,3 +122,17 @@ async def _record(redis: Redis, key: str) -> IdempotencyRecord:
     raw = await redis.get(IdempotencyStore.key("demo", key))
     assert raw is not None
     return IdempotencyRecord.model_validate_json(raw)
+
+
+def no_answer(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("no answer", request=request)
+
+
+async def test_a_replayed_504_names_the_same_task(harness_factory: Callable[..., Any]) -> None:
+    """The 504 names the task the client may poll; its replay under the same key names it too."""
+    h: Harness = await harness_factory(transports={"runapi": httpx.MockTransport(no_answer)})
+    first = await create(h, "order-unanswered")
+    again = await create(h, "order-unanswered")
+    assert (first.status_code, again.status_code) == (504, 504)
+    assert first.json()["id"].startswith("vid_")
+    assert again.json()["id"] == first.json()["id"]

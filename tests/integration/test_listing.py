@@ -9,13 +9,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
 from gateway.listing import TaskIndex
 from gateway.openai_compat import POLL_AFTER_HEADER
 from gateway.store import Keys
-from tests.integration.conftest import IMAGE, OTHER_KEY, Harness
+from tests.integration.conftest import EVERY_KEY_BUT_TASKS, IMAGE, OTHER_KEY, Acl, Harness
+from tests.integration.test_promises import create, no_answer, until
 
 BODY = {"prompt": "a lighthouse at dusk", "image": IMAGE}
 
@@ -96,6 +98,65 @@ async def test_refused_creates_are_not_listed(harness: Harness) -> None:
     assert (await listed(harness))["data"] == []
 
 
+def unreachable(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+async def test_a_create_no_provider_took_is_not_listed(
+    harness_factory: Callable[..., Any],
+) -> None:
+    h: Harness = await harness_factory(
+        transports={"runapi": httpx.MockTransport(unreachable),
+                    "apiinone": httpx.MockTransport(unreachable)},
+    )  # fmt: skip
+    refused = await h.create(BODY)
+    assert (refused.status_code, "id" in refused.json()) == (502, False)
+    assert (await listed(h))["data"] == []
+
+
+async def test_an_unanswered_create_is_listed_under_the_id_its_504_names(
+    harness_factory: Callable[..., Any],
+) -> None:
+    h: Harness = await harness_factory(transports={"runapi": httpx.MockTransport(no_answer)})
+    answer = await h.create(BODY)
+    assert (answer.status_code, answer.json()["code"]) == (504, "upstream_outcome_unknown")
+    assert [t["id"] for t in (await listed(h))["data"]] == [answer.json()["id"]]
+
+
+async def test_an_accept_not_recorded_in_time_is_listed_under_the_id_its_504_names(
+    harness_factory: Callable[..., Any], acl: Acl
+) -> None:
+    """Task records are unwritable past ``accept_retry_s``, the client's list is not: the 504
+    answer names the task and the list holds it at once."""
+    h: Harness = await harness_factory(redis_url_override=acl.url, redis={"accept_retry_s": 0.3})
+    h.runapi.update_knobs({"latency_ms": 300})
+    outage = asyncio.create_task(acl.outage(0.15, 1.0, *EVERY_KEY_BUT_TASKS, "gw:*:tasks"))
+    answer = await create(h, BODY)
+    assert (answer.status_code, answer.json()["code"]) == (504, "upstream_outcome_unknown")
+    index = Keys.client_tasks("demo")
+    assert await acl.admin.zscore(index, answer.json()["id"]) is not None  # during the outage
+    await outage
+    assert [t["id"] for t in (await listed(h))["data"]] == [answer.json()["id"]]
+
+
+async def test_an_accept_recorded_after_its_504_is_listed_once_redis_is_back(
+    harness_factory: Callable[..., Any], acl: Acl
+) -> None:
+    """The list was as unwritable as the task when the 504 went out: the background write
+    that records the task lists it too."""
+    h: Harness = await harness_factory(redis_url_override=acl.url, redis={"accept_retry_s": 0.3})
+    h.runapi.update_knobs({"latency_ms": 300})
+    outage = asyncio.create_task(acl.outage(0.15, 1.0, *EVERY_KEY_BUT_TASKS))
+    answer = await create(h, BODY)
+    assert (answer.status_code, answer.json()["code"]) == (504, "upstream_outcome_unknown")
+    await outage
+
+    async def in_the_list() -> bool:
+        return [t["id"] for t in (await listed(h))["data"]] == [answer.json()["id"]]
+
+    await until(in_the_list, timeout_s=5)
+
+
 async def test_the_index_expires_with_the_tasks(redis: Redis) -> None:
     now = [1_000_000.0]
     index = TaskIndex(redis, ttl_s=60, clock=lambda: now[0])
@@ -104,6 +165,18 @@ async def test_the_index_expires_with_the_tasks(redis: Redis) -> None:
     await index.add("demo", "vid_new")
     assert await index.page("demo", None, 10, "desc") == ["vid_new"]  # the old one trimmed
     assert 0 < await redis.ttl(Keys.client_tasks("demo")) <= 60
+
+
+async def test_an_id_listed_again_keeps_its_first_time(redis: Redis) -> None:
+    """A task listed with its 504 and again once its late write succeeds keeps its place."""
+    now = [1_000_000.0]
+    index = TaskIndex(redis, ttl_s=60, clock=lambda: now[0])
+    await index.add("demo", "vid_first")
+    now[0] += 1
+    await index.add("demo", "vid_second")
+    now[0] += 1
+    await index.add("demo", "vid_first")
+    assert await index.page("demo", None, 10, "desc") == ["vid_second", "vid_first"]
 
 
 async def test_delete_removes_the_task_for_good(harness: Harness, redis: Redis) -> None:
