@@ -101,6 +101,7 @@ class Reloader:
         except ConfigError as exc:
             return self._refuse(str(exc))
         self._metrics.config_reload("applied")
+        self._metrics.follow_clients(key.name for key in self._live.settings.auth.keys)
         logger.warning(
             "config reloaded",
             extra={"applied": applied, "needs_restart": fixed},

@@ -132,3 +132,15 @@ def test_a_providers_balance_minimum_and_refresh_change_live_but_not_the_watch_i
     assert (balance.refresh_s, balance.min_usd) == (30, 20)
     del changed["providers"]["runapi"]["balance"]  # watching starts and stops with a restart
     assert live.apply(settings(changed)) == ([], ["providers.runapi.balance"])
+
+
+def test_an_applied_reload_gives_the_client_names_in_force_their_own_series() -> None:
+    live = LiveSettings(settings(config()))
+    metrics = Metrics(["runapi"])  # started knowing no client name
+    cheaper = config()
+    cheaper["providers"]["runapi"]["weight"] = 5
+    assert Reloader(live, lambda: settings(cheaper), metrics=metrics).reload()
+    metrics.spent("runapi", "demo", 0.30)
+    scrape = Scrape(metrics.exposition().decode())
+    assert scrape.value("gateway_client_spend_usd_total", client="demo") == 0.30
+    assert not [s for s in scrape if s.labels.get("client") == "other"]
