@@ -73,6 +73,18 @@ def test_disabling_is_live_but_enabling_a_provider_not_started_needs_a_restart()
     assert not live.settings.providers["apiinone"].enabled  # no adapter was built for it
 
 
+def test_a_provider_disabled_at_start_with_an_adapter_is_enabled_by_a_reload() -> None:
+    data = config()
+    data["providers"]["apiinone"]["enabled"] = False
+    data["providers"]["minimax"]["enabled"] = False
+    live = LiveSettings(settings(data), adapters=["runapi", "apiinone", "fal"])
+    assert live.enabled() == ["runapi", "fal"]
+    applied, fixed = live.apply(settings(config()))
+    assert (applied, fixed) == (["providers.apiinone.enabled"], ["providers.minimax.enabled"])
+    assert live.enabled() == ["runapi", "apiinone", "fal"]
+    assert live.missing_keys(fixed) == {"minimax": "MINIMAX_API_KEY"}
+
+
 def test_a_new_client_key_waits_for_a_restart() -> None:
     live = LiveSettings(settings(config()))
     more = config()
