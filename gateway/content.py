@@ -8,8 +8,10 @@ SHA-256), ``Content-Length`` and ``Accept-Ranges``; a single ``Range`` gives ``2
 ``storage.enabled`` is false) is a ``302`` to the reseller's link. ``?variant=video`` is the
 OpenAI Videos API's name for the same thing; other variants are ``404``.
 
-``HEAD`` is the same answer (status and headers, errors included) without its body: the one
-handler answers both, and :func:`without_body` drops the bytes of whatever it answered.
+``HEAD`` is the same answer (status and headers, errors included) without its body: both
+handlers call :meth:`VideoContent.answer` (one owner check, one Range/ETag logic), which stops
+before reading the object's bytes for HEAD, and :func:`without_body` drops the bytes of
+whatever else was answered (a problem body, a guard's refusal).
 """
 
 from __future__ import annotations
