@@ -109,7 +109,7 @@ def build_resources(
 ) -> Resources:
     routes = build_routes(settings, secrets, transports)
     names = [r.name for r in routes]
-    live = LiveSettings(settings)
+    live = LiveSettings(settings, adapters=names)
     store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
     balances = Balances(
@@ -190,7 +190,7 @@ def build_resources(
         ),
         budgets=budgets,
         listing=listing,
-        readiness=Readiness(store.ping, health, names, metrics=metrics),
+        readiness=Readiness(store.ping, health, live.enabled, metrics=metrics),
         catalogue=ProviderCatalogue(live, health, balances),
         health=health,
         authorizer=Authorizer(
@@ -256,9 +256,11 @@ def build_routes(
     secrets: Secrets,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
 ) -> list[Route]:
+    """An adapter for each provider with an API key (``Secrets.provider_keys``): the enabled
+    ones, and disabled ones a reload may enable; the router skips those disabled now."""
     routes = []
     for order, (name, cfg) in enumerate(settings.providers.items()):
-        if not cfg.enabled:
+        if name not in secrets.provider_keys:
             continue
         provider_settings = ProviderSettings(
             name=name,
@@ -311,14 +313,12 @@ def create_app(
     video_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Litestar:
     """Build the app. ``transports`` lets tests put a provider behind an httpx transport;
-    ``metrics`` defaults to a new registry for the enabled providers. ``reload`` reads the
+    ``metrics`` defaults to a new registry for the providers with an adapter (those with an
+    API key: the enabled ones, and disabled ones a reload may enable). ``reload`` reads the
     settings again (the same file and overrides): given, ``SIGHUP`` applies what it reads
     (``gateway.live``)."""
     if metrics is None:
-        metrics = Metrics(
-            [name for name, p in settings.providers.items() if p.enabled],
-            clients=[k.name for k in settings.auth.keys],
-        )
+        metrics = Metrics(list(secrets.provider_keys), clients=[k.name for k in settings.auth.keys])
     observed = metrics
 
     @asynccontextmanager

@@ -415,7 +415,8 @@ class Secrets(BaseModel):
     client_keys: dict[str, SecretStr]
     """client name → key"""
     provider_keys: dict[str, SecretStr]
-    """provider name → upstream API key (enabled providers only)"""
+    """provider name → upstream API key: every enabled provider, and each disabled one whose
+    variable is set (those are the providers that get an adapter)"""
     webhook_secret: SecretStr | None
     storage_access_key_id: SecretStr | None = None
     storage_secret_access_key: SecretStr | None = None
@@ -452,8 +453,11 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
     for name, provider in settings.providers.items():
         if provider.enabled:
             secret = read(f"providers.{name}.api_key_env", provider.api_key_env)
-            if secret is not None:
-                provider_keys[name] = secret
+        else:  # optional: with its key, a reload can enable it (gateway.live)
+            value = environ.get(provider.api_key_env, "").strip()
+            secret = SecretStr(value) if value else None
+        if secret is not None:
+            provider_keys[name] = secret
     if not any(p.enabled for p in settings.providers.values()):
         problems.append("  providers: no provider is enabled")
 

@@ -7,6 +7,11 @@ SHA-256), ``Content-Length`` and ``Accept-Ranges``; a single ``Range`` gives ``2
 ``302`` to a short-lived signed URL. A task without a stored copy (the copy was given up, or
 ``storage.enabled`` is false) is a ``302`` to the reseller's link. ``?variant=video`` is the
 OpenAI Videos API's name for the same thing; other variants are ``404``.
+
+``HEAD`` is the same answer (status and headers, errors included) without its body: both
+handlers call :meth:`VideoContent.answer` (one owner check, one Range/ETag logic), which stops
+before reading the object's bytes for HEAD, and :func:`without_body` drops the bytes of
+whatever else was answered (a problem body, a guard's refusal).
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, HttpMethod, Request, Response, get, route
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api import BEARER, GUARDED, MALFORMED
 from gateway.auth import current_client, require_client
@@ -116,13 +122,17 @@ class VideoContent:
         wanted = None if if_range not in (None, etag) else request.headers.get("range")
         span = byte_range(wanted, info.size)
         start, end = span if span is not None else (0, info.size)
-        chunks = await videos.read(stored.key, start, end)
         headers["content-length"] = str(end - start)
         if span is not None:
             headers["content-range"] = f"bytes {start}-{end - 1}/{info.size}"
+        status = 206 if span is not None else 200
+        if request.method == HttpMethod.HEAD:  # the headers only: no read from the store
+            return Response(b"", status_code=status, headers=headers,
+                            media_type=stored.content_type)  # fmt: skip
+        chunks = await videos.read(stored.key, start, end)
         return Stream(
-            self._counted(chunks), status_code=206 if span is not None else 200,
-            headers=headers, media_type=stored.content_type,
+            self._counted(chunks), status_code=status, headers=headers,
+            media_type=stored.content_type,
         )  # fmt: skip
 
     async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -142,6 +152,53 @@ def _found(location: str) -> Response[Any]:
     return Response(b"", status_code=302, headers={"location": location})
 
 
+def without_body(app: ASGIApp) -> ASGIApp:
+    """Handler middleware: a ``HEAD`` request gets the status and headers the handler (or the
+    exception handler, or a guard's refusal) answered, ``Content-Length`` included, and an
+    empty body. GET passes through untouched."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != HttpMethod.HEAD:
+            await app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await app(scope, receive, headers_only)
+
+    return middleware
+
+
+CONTENT_ANSWERS: dict[int, ResponseSpec] = {
+    200: ResponseSpec(data_container=bytes, media_type="video/mp4",
+                      description="The stored video", generate_examples=False),
+    206: ResponseSpec(data_container=bytes, media_type="video/mp4",
+                      description="The Range asked for (Content-Range says which)",
+                      generate_examples=False),
+    302: ResponseSpec(data_container=None, description="Location: a signed URL "
+                      "(storage.redirect) or the reseller's link (no stored copy)"),
+    304: ResponseSpec(data_container=None, description="If-None-Match matched the ETag"),
+    **MALFORMED,
+    **GUARDED,
+    404: problem_spec("not_found: no completed task with this id for this key, another "
+                      "variant than video, or the stored copy was deleted"),
+    416: problem_spec("range_not_satisfiable: the Range starts past the end of the video"),
+    503: problem_spec("store_unavailable: Redis or the video storage cannot be reached"),
+}  # fmt: skip
+"""What GET answers; HEAD documents the same statuses without a body (:data:`HEAD_ANSWERS`)."""
+
+HEAD_ANSWERS: dict[int, ResponseSpec] = {
+    status: ResponseSpec(data_container=None, description=f"As GET, without the body: "
+                         f"{spec.description}")
+    for status, spec in CONTENT_ANSWERS.items()
+}  # fmt: skip
+
+
 class VideoContentController(Controller):
     path = "/v1/videos"
     tags = ["videos"]
@@ -151,24 +208,27 @@ class VideoContentController(Controller):
     @get(
         "/{task_id:str}/content",
         summary="The finished video's bytes (Range supported), or a redirect to them",
-        responses={
-            200: ResponseSpec(data_container=bytes, media_type="video/mp4",
-                              description="The stored video", generate_examples=False),
-            206: ResponseSpec(data_container=bytes, media_type="video/mp4",
-                              description="The Range asked for (Content-Range says which)",
-                              generate_examples=False),
-            302: ResponseSpec(data_container=None, description="Location: a signed URL "
-                              "(storage.redirect) or the reseller's link (no stored copy)"),
-            304: ResponseSpec(data_container=None, description="If-None-Match matched the ETag"),
-            **MALFORMED,
-            **GUARDED,
-            404: problem_spec("not_found: no completed task with this id for this key, another "
-                              "variant than video, or the stored copy was deleted"),
-            416: problem_spec("range_not_satisfiable: the Range starts past the end of the video"),
-            503: problem_spec("store_unavailable: Redis or the video storage cannot be reached"),
-        },
-    )  # fmt: skip
+        responses=CONTENT_ANSWERS,
+    )
     async def content(
+        self,
+        request: Request[Any, Any, Any],
+        task_id: FromPath[str],
+        content: NamedDependency[VideoContent],
+        variant: Annotated[
+            str | None, QueryParameter(name="variant", required=False, description="only `video`")
+        ] = None,
+    ) -> Response[Any]:
+        return await content.answer(current_client(request), task_id, variant, request)
+
+    @route(
+        "/{task_id:str}/content",
+        http_method=HttpMethod.HEAD,
+        summary="The finished video's size, type and ETag: GET's status and headers, no body",
+        responses=HEAD_ANSWERS,
+        middleware=[without_body],
+    )
+    async def content_head(
         self,
         request: Request[Any, Any, Any],
         task_id: FromPath[str],

@@ -337,14 +337,15 @@ class Readiness:
         self,
         ping: Callable[[], Any],
         health: Health,
-        enabled: Sequence[str],
+        enabled: Callable[[], Sequence[str]],
         *,
         metrics: Metrics | None = None,
     ) -> None:
         self._ping = ping
         self._health = health
-        self._enabled = list(enabled)
-        self._metrics = metrics if metrics is not None else Metrics(enabled)
+        self._enabled = enabled
+        """The providers that can serve now (the live settings: a reload changes them)."""
+        self._metrics = metrics if metrics is not None else Metrics(enabled())
         self.draining: Callable[[], bool] = lambda: False
         """Set by the app: true once SIGTERM started the drain (``gateway.drain``)."""
 
@@ -357,11 +358,12 @@ class Readiness:
                 await self._ping()
         except StoreUnavailable as exc:
             return [f"redis unreachable: {exc}"]
-        if not self._enabled:
+        enabled = self._enabled()
+        if not enabled:
             reasons.append("no provider is enabled")
         else:
             snapshot = await self._health.snapshot()
             now = self._health.now()
-            if all(snapshot[n].circuit(now) is Circuit.OPEN for n in self._enabled):
+            if all(snapshot[n].circuit(now) is Circuit.OPEN for n in enabled):
                 reasons.append("every provider's circuit is open")
         return reasons

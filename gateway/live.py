@@ -5,14 +5,16 @@ provider catalogue read it on every request, so a reload reaches them at once. A
 the file again (:class:`Reloader`); a file that does not load or validate changes nothing (the
 running settings stay, and the log says why). Of a valid file, the keys in :data:`LIVE_KEYS`
 take effect; every other changed key (listen address, Redis URL, workers, timeouts, client
-keys…) keeps its running value until a restart, and the log names each one.
+keys…) keeps its running value until a restart, and the log names each one. A provider disabled
+at start can be enabled when it has an adapter (its API key variable was set at start); one
+without stays disabled, and the log says which variable was missing.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -44,16 +46,24 @@ Tree = dict[str, Any]
 
 
 class LiveSettings:
-    """The settings in force. ``started``: the providers that have an adapter (those enabled
-    at start); enabling any other one needs a restart."""
+    """The settings in force. ``adapters``: the providers that have an adapter (built at start
+    for each provider with an API key; default: those enabled); enabling any other one needs a
+    restart."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, adapters: Iterable[str] | None = None) -> None:
         self._settings = settings
-        self.started = frozenset(name for name, p in settings.providers.items() if p.enabled)
+        self.adapters = frozenset(
+            adapters if adapters is not None
+            else (name for name, p in settings.providers.items() if p.enabled)
+        )  # fmt: skip
 
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    def enabled(self) -> list[str]:
+        """The providers that can serve now: enabled in the settings in force, with an adapter."""
+        return [n for n, p in self._settings.providers.items() if p.enabled and n in self.adapters]
 
     def rate_limits(self) -> Mapping[str, int | None]:
         return {key.name: key.rate_per_minute for key in self._settings.auth.keys}
@@ -80,8 +90,14 @@ class LiveSettings:
             return False
         parts = path.split(".")
         if parts[0] == "providers" and parts[2] == "enabled":
-            return parts[1] in self.started or not new.providers[parts[1]].enabled
+            return parts[1] in self.adapters or not new.providers[parts[1]].enabled
         return True
+
+    def missing_keys(self, fixed: Iterable[str]) -> dict[str, str]:
+        """Of the changed keys a reload left for a restart, the providers it could not enable
+        (no adapter: no API key at start) → the variable that was not set."""
+        names = [p.split(".")[1] for p in fixed if fnmatch.fnmatchcase(p, "providers.*.enabled")]
+        return {name: self._settings.providers[name].api_key_env for name in names}
 
 
 class Reloader:
@@ -101,10 +117,17 @@ class Reloader:
         except ConfigError as exc:
             return self._refuse(str(exc))
         self._metrics.config_reload("applied")
+        self._metrics.follow_clients(key.name for key in self._live.settings.auth.keys)
         logger.warning(
             "config reloaded",
             extra={"applied": applied, "needs_restart": fixed},
         )
+        for provider, variable in self._live.missing_keys(fixed).items():
+            logger.warning(
+                f"provider {provider} stays disabled: its API key variable {variable} was not "
+                "set when the gateway started, so it has no client; set it and restart",
+                extra={"provider": provider, "variable": variable},
+            )
         if fixed:
             logger.warning(
                 "changed keys that cannot change live keep their running values until a "

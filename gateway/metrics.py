@@ -122,7 +122,8 @@ def _values_go_to_files() -> bool:
 
 class Metrics:
     """The gateway's metrics, in a registry of their own. ``providers``: the configured names;
-    ``clients``: the client names of ``auth.keys`` (the only ``client`` label values).
+    ``clients``: the client names of ``auth.keys`` (the only ``client`` label values; a reload
+    adds the names it brings, :meth:`follow_clients`).
 
     ``multiprocess_dir``: the directory every worker of one ``gateway serve --workers N``
     writes to (set as ``PROMETHEUS_MULTIPROC_DIR`` before prometheus-client was imported);
@@ -290,9 +291,7 @@ class Metrics:
                 self._tasks_finished.labels(p, status)
                 self._finish_seconds.labels(p, status)
             self._circuit.labels(p).set(CIRCUIT_VALUES["closed"])
-        for client in self._clients:
-            self._client_spend.labels(client)
-            self._budget_refusals.labels(client)
+        self._start_clients(self._clients)
         for operation in REDIS_OPERATIONS:
             self._redis_errors.labels(operation)
         for outcome in WEBHOOK_OUTCOMES:
@@ -305,6 +304,19 @@ class Metrics:
             self._video_copies.labels(copy_outcome)
         for deletion in DELETION_OUTCOMES:
             self._video_deletions.labels(deletion)
+
+    def _start_clients(self, clients: Iterable[str]) -> None:
+        for client in clients:
+            self._client_spend.labels(client)
+            self._budget_refusals.labels(client)
+
+    def follow_clients(self, names: Iterable[str]) -> None:
+        """The client names of the settings in force after a reload: each new one gets its own
+        series (at 0) from now on instead of ``other``. Names only ever come from the config,
+        and none is forgotten (a removed client's totals stay), so the set stays bounded."""
+        new = [name for name in dict.fromkeys(names) if name not in self._clients]
+        self._clients = (*self._clients, *new)
+        self._start_clients(new)
 
     def routes(self, methods_by_route: Mapping[str, Iterable[str]]) -> None:
         """Declare the app's route templates (the only route labels allowed) and start their

@@ -175,7 +175,7 @@ def worker_app(environ: Mapping[str, str]) -> Litestar:
 
     configure_logging(settings.log.level)
     metrics = Metrics(
-        [name for name, p in settings.providers.items() if p.enabled],
+        list(secrets.provider_keys),  # the providers with an adapter (gateway.app)
         clients=[k.name for k in settings.auth.keys],
         multiprocess_dir=Path(metrics_dir),
     )

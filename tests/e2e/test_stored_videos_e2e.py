@@ -167,6 +167,10 @@ def test_a_download_cut_short_is_retried_and_then_stored_in_local_files(
         assert task["video_url"] == f"/v1/videos/{task_id}/content"
         video = expected(task["provider_task_id"], 400_000)
         assert client.get(task["video_url"]).content == video
+        head = client.head(task["video_url"])  # through uvicorn: the headers, no body
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-length"] == str(len(video))
+        assert head.headers["content-type"] == "video/mp4"
     stored = list((tmp_path / "gw-data" / "videos").iterdir())
     assert [p.name for p in stored] == [f"{task_id}.video"]
     scrape = Scrape(httpx.get(f"{gw.url}/metrics").text)

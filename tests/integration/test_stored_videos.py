@@ -258,3 +258,40 @@ async def test_storage_disabled_keeps_the_resellers_link_and_content_redirects_t
     )
     assert content.status_code == 302
     assert content.headers["location"] == task["video_url"]
+
+
+async def test_head_on_content_answers_gets_status_and_headers_without_a_body(
+    harness_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    h = await stored_harness(harness_factory, tmp_path)
+    task = await completed(h, (await h.create(BODY)).json()["id"])
+    url = task["video_url"]
+    served = (await h.scrape()).value("gateway_video_served_bytes_total")
+    etag = (await h.client.get(url, headers=h.headers())).headers["etag"]
+    asks: dict[str, tuple[str, dict[str, str]]] = {
+        "whole": (url, h.headers()),
+        "range": (url, {**h.headers(), "Range": "bytes=100-199"}),
+        "past the end": (url, {**h.headers(), "Range": "bytes=999999-"}),
+        "unchanged": (url, {**h.headers(), "If-None-Match": etag}),
+        "another key": (url, h.headers(OTHER_KEY)),
+        "no key": (url, {}),
+        "another variant": (url + "?variant=thumbnail", h.headers()),
+    }
+    expected = {"whole": 200, "range": 206, "past the end": 416, "unchanged": 304,
+                "another key": 404, "no key": 401, "another variant": 404}  # fmt: skip
+    varying = {"date", "x-request-id"}
+    for name, (target, headers) in asks.items():
+        got = await h.client.get(target, headers=headers)
+        headed = await h.client.head(target, headers=headers)
+        assert headed.status_code == got.status_code == expected[name], name
+        assert headed.content == b"", name
+        assert {k: v for k, v in headed.headers.items() if k not in varying} == {
+            k: v for k, v in got.headers.items() if k not in varying
+        }, name
+    whole = await h.client.head(url, headers=h.headers())
+    assert whole.headers["content-length"] == str(VIDEO_BYTES)
+    assert whole.headers["content-type"] == "video/mp4"
+    assert whole.headers["accept-ranges"] == "bytes"
+    # only the GETs sent bytes: the whole video twice (the ETag, "whole"), then 100 ("range")
+    scrape = await h.scrape()
+    assert scrape.value("gateway_video_served_bytes_total") == served + 2 * VIDEO_BYTES + 100

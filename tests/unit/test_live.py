@@ -73,6 +73,18 @@ def test_disabling_is_live_but_enabling_a_provider_not_started_needs_a_restart()
     assert not live.settings.providers["apiinone"].enabled  # no adapter was built for it
 
 
+def test_a_provider_disabled_at_start_with_an_adapter_is_enabled_by_a_reload() -> None:
+    data = config()
+    data["providers"]["apiinone"]["enabled"] = False
+    data["providers"]["minimax"]["enabled"] = False
+    live = LiveSettings(settings(data), adapters=["runapi", "apiinone", "fal"])
+    assert live.enabled() == ["runapi", "fal"]
+    applied, fixed = live.apply(settings(config()))
+    assert (applied, fixed) == (["providers.apiinone.enabled"], ["providers.minimax.enabled"])
+    assert live.enabled() == ["runapi", "apiinone", "fal"]
+    assert live.missing_keys(fixed) == {"minimax": "MINIMAX_API_KEY"}
+
+
 def test_a_new_client_key_waits_for_a_restart() -> None:
     live = LiveSettings(settings(config()))
     more = config()
@@ -132,3 +144,15 @@ def test_a_providers_balance_minimum_and_refresh_change_live_but_not_the_watch_i
     assert (balance.refresh_s, balance.min_usd) == (30, 20)
     del changed["providers"]["runapi"]["balance"]  # watching starts and stops with a restart
     assert live.apply(settings(changed)) == ([], ["providers.runapi.balance"])
+
+
+def test_an_applied_reload_gives_the_client_names_in_force_their_own_series() -> None:
+    live = LiveSettings(settings(config()))
+    metrics = Metrics(["runapi"])  # started knowing no client name
+    cheaper = config()
+    cheaper["providers"]["runapi"]["weight"] = 5
+    assert Reloader(live, lambda: settings(cheaper), metrics=metrics).reload()
+    metrics.spent("runapi", "demo", 0.30)
+    scrape = Scrape(metrics.exposition().decode())
+    assert scrape.value("gateway_client_spend_usd_total", client="demo") == 0.30
+    assert not [s for s in scrape if s.labels.get("client") == "other"]

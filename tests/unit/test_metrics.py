@@ -171,6 +171,27 @@ def test_money_series_by_client_start_at_zero_and_balances_only_once_known() -> 
     assert s.value("gateway_budget_refusals_total", client="demo") == 1
 
 
+def test_client_names_follow_the_settings_a_reload_brings_and_stay_bounded() -> None:
+    m = Metrics(PROVIDERS, clients=["demo"])
+    m.spent("runapi", "late", 0.30)
+    m.follow_clients(["demo", "late"])
+    s = scrape(m)
+    assert s.value("gateway_client_spend_usd_total", client="late") == 0
+    assert s.value("gateway_budget_refusals_total", client="late") == 0
+    m.spent("runapi", "late", 0.45)
+    m.budget_refusal("late")
+    m.follow_clients(["late"])  # a client removed from the file keeps its name and totals
+    m.spent("runapi", "demo", 0.10)
+    m.spent("runapi", "guessed", 0.20)
+    s = scrape(m)
+    assert s.value("gateway_client_spend_usd_total", client="late") == pytest.approx(0.45)
+    assert s.value("gateway_budget_refusals_total", client="late") == 1
+    assert s.value("gateway_client_spend_usd_total", client="demo") == pytest.approx(0.10)
+    assert s.value("gateway_client_spend_usd_total", client="other") == pytest.approx(0.50)
+    clients = {x.labels["client"] for x in s if x.name == "gateway_client_spend_usd_total"}
+    assert clients == {"demo", "late", "other"}
+
+
 def test_a_finished_task_counts_by_status_and_observes_its_time_to_finish() -> None:
     m = Metrics(PROVIDERS)
     m.task_finished("runapi", "completed", 42.0)
