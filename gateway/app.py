@@ -42,7 +42,7 @@ from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotencyStore, IdempotentCreates
 from gateway.invalidation import Invalidations
 from gateway.listing import TaskIndex, TaskListing, stored_copy_deleter
-from gateway.live import LiveSettings, Reloader
+from gateway.live import LiveSettings, Reloader, take_early_hangup
 from gateway.metrics import Metrics
 from gateway.netguard import AddressPolicy
 from gateway.openai_compat import MAX_FORM_PARTS
@@ -276,7 +276,7 @@ def build_routes(
     return routes
 
 
-def _reload_on_hangup(
+def reload_on_hangup(
     live: LiveSettings, read: Callable[[], Settings] | None, metrics: Metrics
 ) -> Callable[[], None]:
     """Install the ``SIGHUP`` handler (when ``read`` is given); returns its removal."""
@@ -285,6 +285,8 @@ def _reload_on_hangup(
     reloader = Reloader(live, read, metrics=metrics)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+    if take_early_hangup():  # asked while this process was starting: apply it now
+        reloader.reload()
 
     def remove() -> None:
         loop.remove_signal_handler(signal.SIGHUP)
@@ -335,7 +337,7 @@ def create_app(
         )  # fmt: skip
         app.state.resources = resources
         await resources.start()
-        hup = _reload_on_hangup(resources.live, reload, observed)
+        hup = reload_on_hangup(resources.live, reload, observed)
         drain = Drain(settings.server.drain_s)
         resources.readiness.draining = lambda: drain.draining
         undrain = drain.install(asyncio.get_running_loop())

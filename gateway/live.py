@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
@@ -23,6 +24,9 @@ from gateway.config import ConfigError, Settings
 from gateway.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+
+_early_hangup = False
+"""A ``SIGHUP`` came before the app's own handler was in place (:func:`hold_early_hangups`)."""
 
 LIVE_KEYS: Final = (
     "routing.strategy",
@@ -186,3 +190,23 @@ def _put(tree: Any, path: str, value: Any) -> None:
         del tree[last]
     else:
         tree[last] = value
+
+
+def hold_early_hangups() -> None:
+    """Called first in a serving process: until the app installs its ``SIGHUP`` handler (in
+    its start-up), a ``SIGHUP``'s default action would kill the process (a worker still
+    starting, when the parent forwards a reload). Note it instead: the app applies it once its
+    handler is in place (:func:`take_early_hangup`)."""
+
+    def note(signum: int, frame: object) -> None:
+        global _early_hangup
+        _early_hangup = True
+
+    signal.signal(signal.SIGHUP, note)
+
+
+def take_early_hangup() -> bool:
+    """Whether a ``SIGHUP`` came before the app's handler (and forget it)."""
+    global _early_hangup
+    noted, _early_hangup = _early_hangup, False
+    return noted

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gateway.app import reload_on_hangup
 from gateway.config import ConfigError, Settings, settings_from_mapping
-from gateway.live import LiveSettings, Reloader
+from gateway.live import LiveSettings, Reloader, hold_early_hangups, take_early_hangup
 from gateway.metrics import Metrics
 from tests.scrape import Scrape
 
@@ -156,3 +159,30 @@ def test_an_applied_reload_gives_the_client_names_in_force_their_own_series() ->
     scrape = Scrape(metrics.exposition().decode())
     assert scrape.value("gateway_client_spend_usd_total", client="demo") == 0.30
     assert not [s for s in scrape if s.labels.get("client") == "other"]
+
+
+async def test_a_sighup_before_the_handler_is_in_place_is_held_then_applied() -> None:
+    """A worker still starting when the parent forwards a reload: SIGHUP's default action would
+    kill it. Held instead, and applied once the app's handler is installed."""
+    previous = signal.getsignal(signal.SIGHUP)
+    live = LiveSettings(settings(config()))
+    changed = config()
+    changed["routing"]["max_attempts"] = 1
+    try:
+        hold_early_hangups()
+        os.kill(os.getpid(), signal.SIGHUP)  # still alive after this line: the test goes on
+        remove = reload_on_hangup(live, lambda: settings(changed), Metrics(["runapi"]))
+        remove()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert live.settings.routing.max_attempts == 1  # the held reload was applied
+    assert take_early_hangup() is False  # once
+
+
+def test_without_an_early_sighup_starting_reloads_nothing() -> None:
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        hold_early_hangups()
+        assert take_early_hangup() is False
+    finally:
+        signal.signal(signal.SIGHUP, previous)
