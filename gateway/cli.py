@@ -21,6 +21,7 @@ from gateway.config import (
     override_server,
     resolve_secrets,
 )
+from gateway.live import hold_early_hangups
 from gateway.pidfile import pid_file
 
 
@@ -42,6 +43,10 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log.level)
+    # From the moment the pid file names this process, `gateway reload` may signal it: a
+    # SIGHUP during start-up is held (one worker applies it once started; a parent's workers
+    # read the file when they start) rather than killing the process.
+    hold_early_hangups()
     with pid_file(pidfile.path_for(settings)):
         if settings.server.workers > 1:
             from gateway.workers import run_workers

@@ -16,12 +16,14 @@ import fnmatch
 import logging
 import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
 
 from gateway.config import ConfigError, Settings
-from gateway.metrics import Metrics
+
+if TYPE_CHECKING:  # not imported at run time: the parent of workers stays without metrics
+    from gateway.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

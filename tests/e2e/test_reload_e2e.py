@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -173,3 +174,32 @@ def test_workers_each_reload_when_the_parent_gets_sighup(
             continue
         prices = {p["name"]: p["prices_usd"]["standard"]["6s_768P"] for p in listed.json()["data"]}
         assert prices["runapi"] == 0.2
+
+
+def test_a_sighup_while_the_gateway_starts_is_applied_once_it_serves(
+    sandbox: Sandbox, redis_url: str, tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    """`gateway reload` may signal the process as soon as its pid file names it, before the
+    app's handler is in place: the signal's default action would kill it. It is held, and the
+    reload applied once the gateway serves."""
+    config = gateway_config(sandbox, redis_url, tmp_path / "data")
+    gateway = Gateway(config, tmp_path)
+    gateways.append(gateway)
+    started: list[BaseException | Gateway] = []
+
+    def start() -> None:
+        try:
+            started.append(gateway.start())
+        except AssertionError as exc:  # reported below, from the test's own thread
+            started.append(exc)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    pid_path = tmp_path / "data" / "gateway.pid"
+    _until(lambda: pid_path.exists() and pid_path.read_text().strip() != "", "no pid file", 20)
+    gateway.config_path.write_text(yaml.safe_dump(_edited(config)))
+    os.kill(int(pid_path.read_text()), signal.SIGHUP)
+    starting.join(30)
+    assert started == [gateway], started  # alive, and serving
+    _wait_log(gateway, "config reloaded")
+    assert _prices(gateway)["runapi"] == (True, 0.2)
