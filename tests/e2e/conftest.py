@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,13 +244,34 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test item (``gateways`` reads the call's outcome)."""
+    report = yield
+    item.stash.setdefault(REPORTS, {})[report.when] = report
+    return report
+
+
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+LOG_TAIL = 6000
+"""Characters of each gateway's log shown with a failed test."""
+
+
 @pytest.fixture
-def gateways(tmp_path: Path) -> Iterator[list[Gateway]]:
-    """Every gateway a test starts is registered here and stopped at its end."""
+def gateways(request: pytest.FixtureRequest) -> Iterator[list[Gateway]]:
+    """Every gateway a test starts is registered here and stopped at its end. When the test
+    failed, the end of each gateway's log goes into the report (an error a 500 hides, say)."""
     started: list[Gateway] = []
     yield started
     for gateway in started:
         gateway.stop()
+    call = request.node.stash.get(REPORTS, {}).get("call")
+    if call is not None and call.failed:
+        for gateway in started:
+            tail = gateway.log_path.read_text(errors="replace")[-LOG_TAIL:]
+            call.sections.append((f"gateway log {gateway.log_path.name}", tail))
 
 
 def wait_final(client: httpx.Client, task_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
