@@ -16,11 +16,9 @@ import asyncio
 import contextlib
 import logging
 
-from redis.exceptions import RedisError
-
 from gateway.cache import FinalTasks
 from gateway.metrics import Metrics
-from gateway.store import Keys, RedisClient
+from gateway.store import REDIS_FAILURES, Keys, RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ class Invalidations:
         forget everything when they resubscribe."""
         try:
             await self._redis.publish(Keys.DELETED_TASKS, task_id)
-        except RedisError:
+        except REDIS_FAILURES:
             self._metrics.redis_error("invalidation")
             logger.warning("task deletion not published", extra={"task_id": task_id})
 
@@ -51,7 +49,7 @@ class Invalidations:
         while not self._stop.is_set():
             try:
                 await self._listen()
-            except RedisError as exc:
+            except REDIS_FAILURES as exc:
                 self._final.clear()
                 self._metrics.redis_error("invalidation")
                 logger.warning("deletion channel lost; retrying", extra={"error": repr(exc)})

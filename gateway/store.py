@@ -26,7 +26,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from gateway import redis_urls
 from gateway.errors import StoreUnavailable
@@ -181,6 +181,10 @@ _SCHEDULE_ERRORS: dict[Schedule, RedisOperation] = {
     "poll": "polling", "webhooks": "webhooks", "video_copy": "polling", "video_delete": "polling",
 }  # fmt: skip
 RedisClient = Redis | RedisCluster
+REDIS_FAILURES = (RedisError, RedisClusterException)
+"""What a Redis call may raise when Redis fails. redis-py's Cluster client raises a few errors
+outside ``RedisError`` (``SlotNotCoveredError`` while it rebuilds its slot map after a timeout,
+``RedisClusterException`` when no node answers): they are a failing Redis too, never a 500."""
 """What :func:`connect` returns: a standalone (or Sentinel-managed) client, or a Cluster's."""
 
 
@@ -340,7 +344,7 @@ async def translated(
     given (callers that count their own failures pass none)."""
     try:
         yield
-    except RedisError as exc:
+    except REDIS_FAILURES as exc:
         if metrics is not None:
             metrics.redis_error(operation)
         raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
@@ -647,7 +651,7 @@ class TaskStore:
                     key = Keys.due(schedule, shard)
                     pipe.evalsha(self._claim_due.sha, 1, key, now, lease_end, count)
                 results: list[Any] = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             return [exc] * len(plan)
         for i, ((shard, count), result) in enumerate(zip(plan, results, strict=True)):
             if isinstance(result, NoScriptError):  # a new primary, or a flushed script cache
@@ -655,6 +659,6 @@ class TaskStore:
                     results[i] = await self._claim_due(
                         keys=[Keys.due(schedule, shard)], args=[now, lease_end, count]
                     )
-                except RedisError as exc:
+                except REDIS_FAILURES as exc:
                     results[i] = exc
         return results

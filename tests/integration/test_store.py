@@ -4,11 +4,12 @@ import time
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import SlotNotCoveredError
 
 from gateway.errors import StoreUnavailable
 from gateway.schemas import Attempt, Task
 from gateway.shards import SHARDS, shard_of
-from gateway.store import Keys, TaskStore, connect
+from gateway.store import Keys, TaskStore, connect, translated
 from gateway.tasks import TaskRecord, new_task_id
 from providers.base import TaskStatus, VideoJob
 
@@ -120,6 +121,21 @@ async def test_unreachable_redis_is_store_unavailable() -> None:
         await store.create(new_record(), check_at=0)
     with pytest.raises(StoreUnavailable):
         await store.get(new_task_id())
+    await client.aclose()
+
+
+async def test_an_unreachable_cluster_is_store_unavailable_not_a_500() -> None:
+    """redis-py's Cluster client raises ``RedisClusterException`` (outside ``RedisError``) when
+    no node answers, and ``SlotNotCoveredError`` while it rebuilds its slot map: both are a
+    failing Redis (503 store_unavailable), never an unhandled error."""
+    client = connect("redis+cluster://127.0.0.1:1,127.0.0.1:2")
+    store = TaskStore(client, ttl_s=60)
+    with pytest.raises(StoreUnavailable):
+        await store.get(new_task_id())
+    with pytest.raises(StoreUnavailable) as caught:
+        async with translated():
+            raise SlotNotCoveredError('Slot "42" is not covered by the cluster.')
+    assert "SlotNotCoveredError" in str(caught.value)
     await client.aclose()
 
 
