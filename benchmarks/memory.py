@@ -23,8 +23,9 @@ from pydantic import BaseModel
 
 from benchmarks.processes import ProcessStack, start_redis
 from benchmarks.workload import IMAGE, PROMPT
+from gateway.redis_client import RedisClient, connect
 from gateway.schemas import Attempt
-from gateway.store import Keys, RedisClient, TaskStore, connect
+from gateway.store import Keys, TaskStore
 from gateway.tasks import TaskRecord
 from providers.base import TaskStatus, VideoJob
 

@@ -50,13 +50,14 @@ from gateway.openapi import PATH as OPENAPI_PATH
 from gateway.openapi import describe_deployment, openapi_config
 from gateway.poller import Poller
 from gateway.ratelimit import RateLimiter
+from gateway.redis_client import RedisClient, connect
 from gateway.retention import Retention
 from gateway.router import Route, Router
 from gateway.service import ServiceOptions, VideoService
 from gateway.shortcut import FinalTaskShortcut
 from gateway.status import Finalizer, Refresher
 from gateway.storage import VideoStore, open_video_store
-from gateway.store import RedisClient, TaskStore, connect
+from gateway.store import TaskStore
 from gateway.video_copy import CopyQueue, VideoCopier
 from gateway.video_source import VideoSource
 from gateway.webhooks import WebhookSender

@@ -24,7 +24,8 @@ from gateway.budgets import to_micros, to_usd
 from gateway.config import BalanceSettings
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.store import Keys, RedisClient, translated
+from gateway.redis_client import RedisClient
+from gateway.store import Keys, translated
 from providers.base import BalanceReader
 from providers.errors import ProviderError
 

@@ -40,7 +40,8 @@ from typing import Literal
 from gateway.config import BudgetSettings
 from gateway.errors import BudgetExceeded, StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.store import Keys, RedisClient, translated
+from gateway.redis_client import RedisClient
+from gateway.store import Keys, translated
 from gateway.tasks import TaskRecord
 from providers.base import TaskStatus
 

@@ -34,7 +34,8 @@ from typing import Any
 from gateway.config import CircuitSettings
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
-from gateway.store import Keys, RedisClient, translated
+from gateway.redis_client import RedisClient
+from gateway.store import Keys, translated
 from providers import errors as perr
 
 logger = logging.getLogger(__name__)

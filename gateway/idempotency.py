@@ -33,8 +33,9 @@ from gateway.errors import (
     UpstreamOutcomeUnknown,
 )
 from gateway.metrics import Metrics
+from gateway.redis_client import RedisClient
 from gateway.schemas import CreateVideoRequest, FieldError, Problem, Task
-from gateway.store import Keys, RedisClient, TaskStore, translated
+from gateway.store import Keys, TaskStore, translated
 from gateway.tasks import TaskRecord
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ import logging
 
 from gateway.cache import FinalTasks
 from gateway.metrics import Metrics
-from gateway.store import REDIS_FAILURES, Keys, RedisClient
+from gateway.redis_client import REDIS_FAILURES, RedisClient
+from gateway.store import Keys
 
 logger = logging.getLogger(__name__)
 

@@ -33,9 +33,10 @@ from gateway.cache import FinalTasks
 from gateway.errors import NotFound, StoreUnavailable, TaskBusy
 from gateway.invalidation import Invalidations
 from gateway.metrics import Metrics
+from gateway.redis_client import RedisClient
 from gateway.retention import Retention
 from gateway.schemas import TaskDeleted, TaskList
-from gateway.store import Keys, RedisClient, TaskStore, translated
+from gateway.store import Keys, TaskStore, translated
 from gateway.tasks import TASK_ID, TaskRecord
 from gateway.video_copy import object_key
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 
 from gateway.errors import RateLimited, StoreUnavailable
 from gateway.metrics import Metrics
-from gateway.store import Keys, RedisClient, translated
+from gateway.redis_client import RedisClient
+from gateway.store import Keys, translated
 
 logger = logging.getLogger(__name__)
 

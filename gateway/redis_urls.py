@@ -10,7 +10,7 @@
   discovery starts (one reachable node is enough). ``rediss+cluster://`` uses TLS.
 
 :func:`parse` checks the URL (config validation calls it, so a bad URL stops start-up naming
-``redis.url``); :func:`gateway.store.connect` builds the client.
+``redis.url``); :func:`gateway.redis_client.connect` builds the client.
 """
 
 from __future__ import annotations

@@ -21,16 +21,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
-from gateway import redis_urls
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, RedisOperation
+from gateway.redis_client import REDIS_FAILURES, RedisClient
 from gateway.shards import DueHints, shard_of, shard_tag
 from gateway.tasks import TaskRecord
 
@@ -180,12 +176,6 @@ SCHEDULES: tuple[Schedule, ...] = ("poll", "webhooks", "video_copy", "video_dele
 _SCHEDULE_ERRORS: dict[Schedule, RedisOperation] = {
     "poll": "polling", "webhooks": "webhooks", "video_copy": "polling", "video_delete": "polling",
 }  # fmt: skip
-RedisClient = Redis | RedisCluster
-REDIS_FAILURES = (RedisError, RedisClusterException)
-"""What a Redis call may raise when Redis fails. redis-py's Cluster client raises a few errors
-outside ``RedisError`` (``SlotNotCoveredError`` while it rebuilds its slot map after a timeout,
-``RedisClusterException`` when no node answers): they are a failing Redis too, never a 500."""
-"""What :func:`connect` returns: a standalone (or Sentinel-managed) client, or a Cluster's."""
 
 
 Accepted = Literal["saved", "final", "missing"]
@@ -298,42 +288,6 @@ class Keys:
     def balance_lease(provider: str) -> str:
         """Held by the one instance that reads the balance this interval."""
         return f"{KEY_PREFIX}:{{b:{provider}}}:balance:lease"
-
-
-def connect(url: str) -> RedisClient:
-    """The client for ``redis.url``'s topology (:mod:`gateway.redis_urls`): pooled, with short
-    timeouts and a retry policy for transient errors (connection and timeout errors: a restart
-    or a failover takes about a second). A Sentinel-managed client asks the sentinels for the
-    primary on every new connection, so it follows a failover by itself.
-
-    The retry is redis-py's asyncio one: the synchronous ``redis.retry.Retry`` given to the
-    asyncio client never retried anything. Every write the gateway sends may thus run twice
-    (a lost reply); each is written to be idempotent: ``SET NX`` claims recognise their own
-    value, saves set the same value again, and a finalize sent twice answers 0 the second time
-    (the caller then reads the stored task, its own: nothing is queued or counted twice).
-    """
-    target = redis_urls.parse(url)
-    options: dict[str, Any] = {
-        "socket_connect_timeout": 1.0,
-        "socket_timeout": 2.0,
-        "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3),
-        "health_check_interval": 30,
-        "max_connections": 256,  # per node on a Cluster
-    }
-    if target.topology == "standalone":
-        return Redis.from_url(url, **options)
-    options |= {"username": target.username, "password": target.password, "ssl": target.ssl}
-    if target.topology == "cluster":
-        nodes = [ClusterNode(host, port) for host, port in target.nodes]
-        return RedisCluster(startup_nodes=nodes, **options)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-        list(target.nodes),
-        sentinel_kwargs={"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
-    )
-    client: Redis = sentinel.master_for(
-        target.service or "", redis_class=Redis, db=target.db, **options
-    )
-    return client
 
 
 @asynccontextmanager

@@ -34,8 +34,9 @@ from gateway.config import WebhookSettings
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics, WebhookOutcome
 from gateway.netguard import AddressPolicy, GuardedTransport, UnsafeDestination, check_url
+from gateway.redis_client import RedisClient
 from gateway.shards import draw, shard_of
-from gateway.store import Keys, RedisClient, TaskStore, translated
+from gateway.store import Keys, TaskStore, translated
 from gateway.tasks import TaskRecord
 
 logger = logging.getLogger(__name__)

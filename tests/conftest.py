@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.embedded_redis import EmbeddedRedis
-from gateway.store import RedisClient, connect
+from gateway.redis_client import RedisClient, connect
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ failover under create load that loses no acknowledged task and leaves no paid or
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import threading
 import time
 from collections.abc import Iterator
@@ -17,10 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.listing import TaskIndex
+from gateway.redis_client import REDIS_FAILURES, connect
 from gateway.shards import new_token, shard_of
-from gateway.store import TaskStore, connect
+from gateway.store import TaskStore
 from gateway.tasks import TaskRecord
 from providers.base import VideoJob
 from tests.e2e import test_gateway_e2e, test_routing_e2e, test_status_e2e
@@ -173,6 +177,47 @@ async def test_the_create_paths_writes_start_no_thread_on_a_cluster(
     finally:
         await client.aclose()
     assert started == []
+
+
+async def test_connections_closed_under_concurrent_commands_raise_only_redis_errors(
+    cluster: Cluster,
+) -> None:
+    """redis-py's Cluster client repairs itself by closing connections other coroutines are
+    writing to (every node's on ``SlotNotCoveredError``, as :meth:`aclose` does). Unwrapped,
+    such a write raised ``RuntimeError`` or ``AttributeError``: a 500 on a create in CI. The
+    gateway's client turns it into a ``ConnectionError``, retried, and a Redis failure if not."""
+    cluster.flush()
+    client = connect(cluster.url)
+    assert isinstance(client, RedisCluster)
+    await client.ping()
+    assert {type(c).__name__ for n in client.get_nodes() for c in n._connections} == {
+        "ClusterConnection"
+    }
+    stop, answered, failures = asyncio.Event(), [0], collections.Counter[str]()
+
+    async def commands(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                await client.set(f"w{worker}:{n % 16}", "v", ex=30)
+                answered[0] += 1
+            except REDIS_FAILURES as exc:
+                failures[f"redis {type(exc).__name__}"] += 1
+            except Exception as exc:  # what the test is about
+                failures[f"other {type(exc).__name__}: {exc}"] += 1
+
+    workers = [asyncio.create_task(commands(i)) for i in range(24)]
+    try:
+        for _ in range(15):
+            await asyncio.sleep(0.02)
+            await client.aclose()
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+        await client.aclose()
+    assert answered[0] > 100
+    assert not [f for f in failures if f.startswith("other")], failures
 
 
 class TimedCreates:

@@ -19,10 +19,11 @@ from obstore.store import LocalStore
 from gateway.config import StorageSettings
 from gateway.metrics import Metrics
 from gateway.netguard import AddressPolicy
+from gateway.redis_client import RedisClient, connect
 from gateway.retention import Retention
 from gateway.schemas import TaskError
 from gateway.storage import VideoStore
-from gateway.store import RedisClient, TaskStore, connect
+from gateway.store import TaskStore
 from gateway.tasks import TaskRecord
 from gateway.video_copy import CopyQueue, VideoCopier, content_link, object_key
 from gateway.video_source import VideoSource

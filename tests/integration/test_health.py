@@ -8,7 +8,8 @@ from redis.asyncio import Redis
 from gateway.config import CircuitSettings
 from gateway.errors import StoreUnavailable
 from gateway.health import Circuit, Health, percentile
-from gateway.store import Keys, connect
+from gateway.redis_client import connect
+from gateway.store import Keys
 from providers import errors as perr
 
 SETTINGS = CircuitSettings(failures_to_open=3, cooldown_s=30, account_cooldown_s=600)

@@ -18,9 +18,10 @@ from redis.asyncio import Redis
 
 from gateway.errors import GatewayError
 from gateway.idempotency import IdempotencyRecord, IdempotencyStore, IdempotentCreates, fingerprint
+from gateway.redis_client import connect
 from gateway.schemas import CreateVideoRequest, Task, TaskError
 from gateway.shards import shard_of
-from gateway.store import Keys, TaskStore, connect
+from gateway.store import Keys, TaskStore
 from gateway.tasks import TaskRecord, new_task_id
 from providers.base import TaskStatus, VideoJob
 from tests.integration.conftest import (

@@ -9,7 +9,8 @@ from redis.asyncio import Redis
 from gateway.errors import RateLimited
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
-from gateway.store import Keys, RedisClient, connect
+from gateway.redis_client import RedisClient, connect
+from gateway.store import Keys
 from tests.integration.conftest import IMAGE, OTHER_KEY, Harness
 from tests.scrape import Scrape
 

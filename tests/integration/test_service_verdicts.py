@@ -24,11 +24,12 @@ from gateway.health import Health
 from gateway.idempotency import IdempotencyStore, IdempotentCreates
 from gateway.live import LiveSettings
 from gateway.metrics import Metrics
+from gateway.redis_client import RedisClient, connect
 from gateway.router import Router
 from gateway.schemas import CreateVideoRequest
 from gateway.service import ServiceOptions, VideoService
 from gateway.status import Finalizer, Refresher
-from gateway.store import RedisClient, TaskStore, connect
+from gateway.store import TaskStore
 from gateway.tasks import TaskRecord
 from providers import errors as perr
 from providers.base import TaskStatus, UpstreamStatus

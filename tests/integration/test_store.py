@@ -7,9 +7,10 @@ from redis.asyncio import Redis
 from redis.exceptions import SlotNotCoveredError
 
 from gateway.errors import StoreUnavailable
+from gateway.redis_client import connect
 from gateway.schemas import Attempt, Task
 from gateway.shards import SHARDS, shard_of
-from gateway.store import Keys, TaskStore, connect, translated
+from gateway.store import Keys, TaskStore, translated
 from gateway.tasks import TaskRecord, new_task_id
 from providers.base import TaskStatus, VideoJob
 

@@ -25,9 +25,9 @@ from gateway.errors import (
 )
 from gateway.health import Health
 from gateway.live import LiveSettings
+from gateway.redis_client import RedisClient
 from gateway.router import Router
 from gateway.schemas import Attempt
-from gateway.store import RedisClient
 from gateway.strategies import Candidate
 from providers import errors as perr
 from providers.base import Provider
