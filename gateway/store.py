@@ -70,9 +70,9 @@ return 1
 )
 
 # The one transition to a final state (compare-and-set), with what must happen exactly once
-# in the same atomic step: leave the poll schedule and, if asked, queue the webhook.
-# KEYS: task, due-set[, delivery, deliveries-due]. ARGV: record, task id[, delivery,
-# delivery id, deliver-at, delivery ttl]. Returns 1 when this call made the task final.
+# in the same atomic step: leave the poll and copy schedules and, if asked, queue the webhook.
+# KEYS: task, poll due-set, copy due-set[, delivery, deliveries-due]. ARGV: record, task id[,
+# delivery, delivery id, deliver-at, delivery ttl]. Returns 1 when this call made the task final.
 _FINALIZE = (
     _STALE
     + """
@@ -83,9 +83,10 @@ if stored['status'] == 'completed' or stored['status'] == 'failed' then return 0
 if stale(stored, cjson.decode(ARGV[1])) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 redis.call('ZREM', KEYS[2], ARGV[2])
-if #KEYS > 2 then
-  redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[6])
-  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+redis.call('ZREM', KEYS[3], ARGV[2])
+if #KEYS > 3 then
+  redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[6])
+  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
 end
 return 1
 """
@@ -391,7 +392,8 @@ class TaskStore:
     ) -> bool:
         """Store ``record`` (final) unless the task is final already; True when this call made
         it final. ``webhook`` is (delivery id, delivery JSON, deliver at), queued atomically."""
-        keys = [Keys.task(record.id), Keys.due("poll", shard_of(record.id))]
+        shard = shard_of(record.id)
+        keys = [Keys.task(record.id), Keys.due("poll", shard), Keys.due("video_copy", shard)]
         args: list[str | float | int] = [record.model_dump_json(), record.id]
         if webhook is not None:
             delivery_id, delivery, at = webhook

@@ -172,6 +172,22 @@ async def test_a_final_task_is_finalized_once_and_never_overwritten(redis: Redis
     assert await redis.zscore(Keys.due("poll", shard_of(record.id)), record.id) is None
 
 
+async def test_a_stored_copy_leaves_the_copy_schedule_with_its_finalize(redis: Redis) -> None:
+    """A finished copy is off the copy schedule at once: no instance claims it again when the
+    copier's lease runs out (one claim and one task read saved per stored video)."""
+    store = TaskStore(redis, ttl_s=60)
+    record = new_record()
+    await store.create(record, check_at=0)
+    record.status = TaskStatus.IN_PROGRESS
+    assert await store.begin_copy(record, time.time(), first=True) is True
+    copies = Keys.due("video_copy", shard_of(record.id))
+    assert await redis.zscore(copies, record.id) is not None
+    record.finish(TaskStatus.COMPLETED, video_url="https://gateway.example/v1/videos/x/content")
+    assert await store.finalize(record) is True
+    assert await redis.zscore(copies, record.id) is None
+    assert await redis.zscore(Keys.due("poll", shard_of(record.id)), record.id) is None
+
+
 async def test_one_poll_turn_per_interval(redis: Redis) -> None:
     store = TaskStore(redis, ttl_s=60)
     turns = [await store.take_poll_turn("vid_x", interval_s=5) for _ in range(3)]
