@@ -50,7 +50,7 @@ from gateway.openapi import PATH as OPENAPI_PATH
 from gateway.openapi import describe_deployment, openapi_config
 from gateway.poller import Poller
 from gateway.ratelimit import RateLimiter
-from gateway.redis_client import RedisClient, connect
+from gateway.redis_client import REDIS_FAILURES, RedisClient, connect, learn_topology
 from gateway.retention import Retention
 from gateway.router import Route, Router
 from gateway.service import ServiceOptions, VideoService
@@ -332,6 +332,11 @@ def create_app(
             embedded = EmbeddedRedis(settings.redis.data_dir)
             url = embedded.start()
         redis = connect(url)
+        try:
+            await learn_topology(redis)
+        except REDIS_FAILURES as exc:  # a Cluster down at start: learnt on first use instead
+            observed.redis_error("ping")
+            logger.warning("Redis Cluster unreachable at start", extra={"error": repr(exc)})
         resources = build_resources(
             settings, secrets, redis, transports, webhook_transport, metrics=observed,
             video_transport=video_transport,

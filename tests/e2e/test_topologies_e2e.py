@@ -22,7 +22,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.listing import TaskIndex
-from gateway.redis_client import REDIS_FAILURES, connect
+from gateway.redis_client import REDIS_FAILURES, RedisClient, connect, learn_topology
 from gateway.shards import new_token, shard_of
 from gateway.store import TaskStore
 from gateway.tasks import TaskRecord
@@ -218,6 +218,34 @@ async def test_connections_closed_under_concurrent_commands_raise_only_redis_err
         await client.aclose()
     assert answered[0] > 100
     assert not [f for f in failures if f.startswith("other")], failures
+
+
+async def test_a_cluster_client_that_learnt_the_topology_answers_its_first_concurrent_commands(
+    cluster: Cluster,
+) -> None:
+    """The gateway learns the slot map at start (``learn_topology``): a fresh client whose
+    first 40 commands went out at once, on a young Cluster and a busy machine, lost up to half
+    of them to ``ConnectionError`` (the client repairing itself closed connections the others
+    were writing to; CI saw it as a 500 on a gateway's first create). Learnt first, none was
+    lost in the same conditions. Ten fresh clients, 40 concurrent writes each, all answered."""
+    cluster.flush()
+    failures: collections.Counter[str] = collections.Counter()
+    for n in range(10):
+        client = connect(cluster.url)
+        await learn_topology(client)
+
+        async def write(k: int, client: RedisClient = client, n: int = n) -> None:
+            try:
+                await client.set(f"first:{n}:{k}", "v", ex=30)
+            except REDIS_FAILURES as exc:
+                failures[f"{type(exc).__name__}: {exc}"] += 1
+
+        try:
+            await asyncio.gather(*(write(k) for k in range(40)))
+        finally:
+            await client.aclose()
+    assert not failures, failures
+    assert sum(cluster.keys_per_node()) == 400
 
 
 class TimedCreates:
