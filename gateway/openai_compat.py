@@ -30,7 +30,15 @@ from litestar.enums import RequestEncodingType
 from pydantic import ValidationError
 
 from gateway.errors import BadBody, InvalidRequest
-from gateway.schemas import MAGIC, MAX_IMAGE_BASE64, CreateVideoRequest, FieldError
+from gateway.schemas import (
+    MAGIC,
+    MAX_IMAGE_BASE64,
+    POSITIVE_DECIMAL,
+    CreateVideoRequest,
+    FieldError,
+)
+
+_POSITIVE_DECIMAL = re.compile(POSITIVE_DECIMAL)
 
 MAX_FORM_PARTS = 64
 """Parts one create form may hold (a valid one has fewer than 45: the fields, 16 metadata
@@ -201,7 +209,19 @@ async def _form_fields(request: Request[Any, Any, Any]) -> dict[str, Any]:
         for value in form.values():
             if isinstance(value, UploadFile):
                 await value.close()
-    return nest(items)
+    return _form_numbers(nest(items))
+
+
+def _form_numbers(fields: dict[str, Any]) -> dict[str, Any]:
+    """A form's one number, ``routing[max_price_usd]``, read from its string when it is a plain
+    decimal (:data:`~gateway.schemas.POSITIVE_DECIMAL`, as the form's document says); any other
+    string is left for the model to refuse, naming the field."""
+    routing = fields.get("routing")
+    if isinstance(routing, dict):
+        price = routing.get("max_price_usd")
+        if isinstance(price, str) and _POSITIVE_DECIMAL.fullmatch(price):
+            routing["max_price_usd"] = float(price)
+    return fields
 
 
 async def _form_value(key: str, value: Any) -> Any:

@@ -37,6 +37,7 @@ from gateway.schemas import (
     MAX_METADATA_KEYS,
     MAX_METADATA_VALUE,
     MAX_WEBHOOK_URL,
+    POSITIVE_DECIMAL,
     PROMPT_PATTERN,
     WHITESPACE,
 )
@@ -56,10 +57,6 @@ _BELOW_1080 = r"(?:[1-9][0-9]{0,2}|10[0-7][0-9])"
 _SIDE = r"[1-9][0-9]{0,4}"
 SMALL_SIZE = rf"^(?:{_BELOW_1080}x{_SIDE}|{_SIDE}x{_BELOW_1080})$"
 """``WIDTHxHEIGHT`` read as 768P: a side under 1080."""
-POSITIVE_DECIMAL = (
-    r"^(?:[0-9]{0,9}[1-9][0-9]{0,9}(?:\.[0-9]{1,9})?|[0-9]{1,9}\.[0-9]{0,8}[1-9][0-9]{0,8})$"
-)
-"""A form's ``routing[max_price_usd]``: a plain decimal above 0."""
 
 
 def _str(pattern: str, **extra: object) -> Schema:

@@ -110,6 +110,12 @@ def _check_data_uri(value: str) -> None:
         raise PydanticCustomError("image", f"the data is not a {kind} image")
 
 
+POSITIVE_DECIMAL = (
+    r"^(?:[0-9]{0,9}[1-9][0-9]{0,9}(?:\.[0-9]{1,9})?|[0-9]{1,9}\.[0-9]{0,8}[1-9][0-9]{0,8})$"
+)
+"""A form's ``routing[max_price_usd]``: a plain decimal above 0."""
+
+
 class RoutingOverrides(BaseModel):
     """Per-request routing overrides."""
 
@@ -118,7 +124,9 @@ class RoutingOverrides(BaseModel):
     strategy: StrategyName | None = None
     providers: list[str] | None = Field(None, min_length=1, max_length=16)
     """An allow-list, in preference order (used as the order by the ``priority`` strategy)."""
-    max_price_usd: float | None = Field(None, gt=0)
+    max_price_usd: float | None = Field(None, gt=0, strict=True, allow_inf_nan=False)
+    """A JSON number (``true`` or ``"0.5"`` is refused, as the document says); a form sends a
+    string, which :mod:`gateway.openai_compat` reads first (:data:`POSITIVE_DECIMAL`)."""
 
 
 class CreateVideoRequest(BaseModel):
