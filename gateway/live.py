@@ -180,6 +180,17 @@ def _new_client_keys(
         return None, str(exc)
 
 
+def _log_kept_clients(kept: list[str], why: str) -> None:
+    """A changed client list that could not be read: ``why`` names key paths and variables
+    (never a key)."""
+    logger.warning(
+        f"the client list (auth.keys) keeps its running value, and so do its changed keys "
+        f"({', '.join(kept)}): {why}\nFix the file and reload; a variable not set when the "
+        "gateway started is read only by a restart with it set",
+        extra={"clients_kept": kept, "error": why},
+    )
+
+
 class Reloader:
     """Re-reads the settings from ``source`` and applies them to ``live``. Never raises: a
     refused reload is logged and counted."""
@@ -205,12 +216,7 @@ class Reloader:
             extra={"applied": applied, "needs_restart": fixed, "clients_kept": kept},
         )
         if clients_kept:
-            logger.warning(
-                "the client list (auth.keys) keeps its running value, and so do its changed "
-                f"keys ({', '.join(kept)}): {clients_kept}\nFix the file and reload, or set the "
-                "variable in the gateway's environment and restart",
-                extra={"clients_kept": kept, "error": clients_kept},
-            )
+            _log_kept_clients(kept, clients_kept)
         for provider, variable in self._live.missing_keys(fixed).items():
             logger.warning(
                 f"provider {provider} stays disabled: its API key variable {variable} was not "
