@@ -2,7 +2,8 @@
 
 Settings are built once (by the CLI or a test) and passed in; nothing else reads the
 environment. Secrets never live in the file: the file names the environment variables that hold
-them (``*_env`` keys), and :func:`resolve_secrets` reads them.
+them (``*_env`` keys), and :func:`resolve_secrets` reads them (the client keys through
+:func:`resolve_client_keys`, which a reload that changes the client list calls again).
 """
 
 from __future__ import annotations
