@@ -28,7 +28,7 @@ from gateway.api import (
     scrape_metrics,
     upstream_callback,
 )
-from gateway.auth import Authorizer, ClientKeys
+from gateway.auth import Authorizer
 from gateway.balance import Balances, Watched
 from gateway.budgets import Budgets, BudgetTable
 from gateway.cache import FinalTasks
@@ -42,7 +42,7 @@ from gateway.health import Health, Readiness
 from gateway.idempotency import IdempotencyStore, IdempotentCreates
 from gateway.invalidation import Invalidations
 from gateway.listing import TaskIndex, TaskListing, stored_copy_deleter
-from gateway.live import LiveSettings, Reloader, take_early_hangup
+from gateway.live import LiveSettings, Reloader, ReloadSource, take_early_hangup
 from gateway.metrics import Metrics
 from gateway.netguard import AddressPolicy
 from gateway.openai_compat import MAX_FORM_PARTS
@@ -110,7 +110,7 @@ def build_resources(
 ) -> Resources:
     routes = build_routes(settings, secrets, transports)
     names = [r.name for r in routes]
-    live = LiveSettings(settings, adapters=names)
+    live = LiveSettings(settings, adapters=names, client_keys=secrets.client_keys)
     store = TaskStore(redis, ttl_s=int(settings.status.task_ttl_days * 86400), metrics=metrics)
     health = Health(redis, settings.routing.circuit, names, metrics=metrics)
     balances = Balances(
@@ -195,7 +195,7 @@ def build_resources(
         catalogue=ProviderCatalogue(live, health, balances),
         health=health,
         authorizer=Authorizer(
-            ClientKeys(secrets.client_keys), RateLimiter(redis, live.rate_limits, metrics=metrics)
+            live.client_keys, RateLimiter(redis, live.rate_limits, metrics=metrics)
         ),
         live=live,
         routes=routes,
@@ -278,12 +278,12 @@ def build_routes(
 
 
 def reload_on_hangup(
-    live: LiveSettings, read: Callable[[], Settings] | None, metrics: Metrics
+    live: LiveSettings, source: ReloadSource | None, metrics: Metrics
 ) -> Callable[[], None]:
-    """Install the ``SIGHUP`` handler (when ``read`` is given); returns its removal."""
-    if read is None:
+    """Install the ``SIGHUP`` handler (when ``source`` is given); returns its removal."""
+    if source is None:
         return lambda: None
-    reloader = Reloader(live, read, metrics=metrics)
+    reloader = Reloader(live, source, metrics=metrics)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     if take_early_hangup():  # asked while this process was starting: apply it now
@@ -312,13 +312,14 @@ def create_app(
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     webhook_transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
-    reload: Callable[[], Settings] | None = None,
+    reload: ReloadSource | None = None,
     video_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Litestar:
     """Build the app. ``transports`` lets tests put a provider behind an httpx transport;
     ``metrics`` defaults to a new registry for the providers with an adapter (those with an
     API key: the enabled ones, and disabled ones a reload may enable). ``reload`` reads the
-    settings again (the same file and overrides): given, ``SIGHUP`` applies what it reads
+    settings again (the same file and overrides) and names the environment the process started
+    with (for the keys of a changed client list): given, ``SIGHUP`` applies what it reads
     (``gateway.live``)."""
     if metrics is None:
         metrics = Metrics(list(secrets.provider_keys), clients=[k.name for k in settings.auth.keys])

@@ -1,25 +1,26 @@
-"""Who is calling: the bearer key → client name, and the client's rate limit. Written once.
+"""Who is calling: the bearer key → client name, and the client's rate limit.
 
 :meth:`Authorizer.authorize` is the one check every ``/v1`` request passes: the Litestar guard
 (:func:`require_client`) and the final-task shortcut (:mod:`gateway.shortcut`, ahead of the
 framework) both call it. Its verdict is kept in the request's ASGI scope, so a request the
 shortcut hands on to the app is not charged a second rate-limit token and not identified twice:
-the guard finds the verdict and re-raises or reuses it.
+the guard finds the verdict and re-raises or reuses it. The client keys it looks up are the
+ones in force (:meth:`gateway.live.LiveSettings.client_keys`): a reload that removes a client
+refuses its key from the next request on.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Scope
-from pydantic import SecretStr
 
 from gateway.access import scope_header
+from gateway.client_keys import ClientKeys
 from gateway.errors import GatewayError, Unauthorized
 from gateway.ratelimit import RateLimiter
 
@@ -29,33 +30,11 @@ Only this module writes it."""
 _AUTHORIZATION = b"authorization"
 
 
-class ClientKeys:
-    """Maps a presented key to its client's name.
-
-    Keys are looked up by their SHA-256 digest, so no comparison leaks a key's prefix through
-    timing and the plain keys are not kept in a dict.
-    """
-
-    def __init__(self, keys: Mapping[str, SecretStr]) -> None:
-        self._by_digest = {_digest(key.get_secret_value()): name for name, key in keys.items()}
-
-    def identify(self, authorization: str | None) -> str | None:
-        if not authorization:
-            return None
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        return self._by_digest.get(_digest(token.strip()))
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
 class Authorizer:
-    """Identifies the client and takes one rate-limit token, once per request."""
+    """Identifies the client and takes one rate-limit token, once per request. ``keys`` gives
+    the client keys in force (read on every request, so a reload changes them at once)."""
 
-    def __init__(self, keys: ClientKeys, limiter: RateLimiter) -> None:
+    def __init__(self, keys: Callable[[], ClientKeys], limiter: RateLimiter) -> None:
         self._keys = keys
         self._limiter = limiter
 
@@ -73,7 +52,7 @@ class Authorizer:
         return client
 
     async def _decide(self, authorization: str | None) -> str | GatewayError:
-        client = self._keys.identify(authorization)
+        client = self._keys().identify(authorization)
         if client is None:
             return Unauthorized(
                 "send Authorization: Bearer <client key>", headers={"WWW-Authenticate": "Bearer"}

@@ -21,7 +21,7 @@ from gateway.config import (
     override_server,
     resolve_secrets,
 )
-from gateway.live import hold_early_hangups
+from gateway.live import ReloadSource, hold_early_hangups
 from gateway.pidfile import pid_file
 
 
@@ -64,7 +64,8 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 host=args.host, port=args.port, workers=args.workers,
             )  # fmt: skip
 
-        uvicorn.run(create_app(settings, secrets, reload=reread), **server_options(settings))
+        app = create_app(settings, secrets, reload=ReloadSource(reread, environ))
+        uvicorn.run(app, **server_options(settings))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Settings are built once (by the CLI or a test) and passed in; nothing else reads the
 environment. Secrets never live in the file: the file names the environment variables that hold
-them (``*_env`` keys), and :func:`resolve_secrets` reads them.
+them (``*_env`` keys), and :func:`resolve_secrets` reads them (the client keys through
+:func:`resolve_client_keys`, which a reload that changes the client list calls again).
 """
 
 from __future__ import annotations
@@ -422,32 +423,59 @@ class Secrets(BaseModel):
     storage_secret_access_key: SecretStr | None = None
 
 
+def _read_secret(
+    environ: Mapping[str, str], key: str, var: str, problems: list[str]
+) -> SecretStr | None:
+    """The secret in ``var``; an unset or blank one is a problem naming ``key`` and ``var``."""
+    value = environ.get(var, "").strip()
+    if not value:
+        problems.append(f"  {key}: environment variable {var} is not set")
+        return None
+    return SecretStr(value)
+
+
+def _client_keys(
+    settings: Settings, environ: Mapping[str, str], problems: list[str]
+) -> dict[str, SecretStr]:
+    """Each client's key (client name → key); what is wrong goes to ``problems`` (key paths
+    and variables, never a key)."""
+    client_keys: dict[str, SecretStr] = {}
+    first: dict[str, tuple[str, str]] = {}  # key → the first client holding it, its variable
+    for i, client in enumerate(settings.auth.keys):
+        secret = _read_secret(environ, f"auth.keys.{i}.key_env", client.key_env, problems)
+        if secret is None:
+            continue
+        holder = first.setdefault(secret.get_secret_value(), (client.name, client.key_env))
+        if holder[0] != client.name:
+            problems.append(
+                f"  auth.keys.{i}.key_env: clients {holder[0]!r} and {client.name!r} share one "
+                f"key (variables {holder[1]} and {client.key_env})"
+            )
+        client_keys[client.name] = secret
+    if not settings.auth.keys:
+        problems.append("  auth.keys: at least one client key is needed")
+    return client_keys
+
+
+def resolve_client_keys(settings: Settings, environ: Mapping[str, str]) -> dict[str, SecretStr]:
+    """Read the client keys ``settings.auth.keys`` name (client name → key): at start, through
+    :func:`resolve_secrets`, and when a reload changes the client list (:mod:`gateway.live`).
+    Raises ConfigError naming each key path and variable at fault (never a key)."""
+    problems: list[str] = []
+    client_keys = _client_keys(settings, environ, problems)
+    if problems:
+        raise ConfigError("client keys cannot be read:\n" + "\n".join(problems))
+    return client_keys
+
+
 def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
     """Read every secret the settings name. Raises ConfigError naming the key and variable."""
     problems: list[str] = []
 
     def read(key: str, var: str) -> SecretStr | None:
-        value = environ.get(var, "").strip()
-        if not value:
-            problems.append(f"  {key}: environment variable {var} is not set")
-            return None
-        return SecretStr(value)
+        return _read_secret(environ, key, var, problems)
 
-    client_keys: dict[str, SecretStr] = {}
-    for i, client in enumerate(settings.auth.keys):
-        secret = read(f"auth.keys.{i}.key_env", client.key_env)
-        if secret is not None:
-            client_keys[client.name] = secret
-    if not settings.auth.keys:
-        problems.append("  auth.keys: at least one client key is needed")
-    seen: dict[str, str] = {}
-    for name, secret in client_keys.items():
-        if secret.get_secret_value() in seen:
-            problems.append(
-                f"  auth.keys: clients {seen[secret.get_secret_value()]!r} and "
-                f"{name!r} share one key"
-            )
-        seen[secret.get_secret_value()] = name
+    client_keys = _client_keys(settings, environ, problems)
 
     provider_keys: dict[str, SecretStr] = {}
     for name, provider in settings.providers.items():

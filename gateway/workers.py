@@ -159,6 +159,7 @@ def worker_app(environ: Mapping[str, str]) -> Litestar:
     # Imported here, not at the top: the parent imports this module too, and stays a small
     # supervisor without the app (nor prometheus-client, which is only for the workers).
     from gateway.app import create_app
+    from gateway.live import ReloadSource
     from gateway.metrics import Metrics
 
     config_path, metrics_dir = environ.get(CONFIG_VAR), environ.get(METRICS_DIR_VAR)
@@ -179,7 +180,7 @@ def worker_app(environ: Mapping[str, str]) -> Litestar:
         clients=[k.name for k in settings.auth.keys],
         multiprocess_dir=Path(metrics_dir),
     )
-    return create_app(settings, secrets, metrics=metrics, reload=reread)
+    return create_app(settings, secrets, metrics=metrics, reload=ReloadSource(reread, environ))
 
 
 def app_from_environment() -> Litestar:

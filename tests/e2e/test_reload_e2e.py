@@ -1,6 +1,6 @@
 """Reload without restart: a real ``gateway serve`` process re-reads its config file on
-``SIGHUP`` (or ``gateway reload``): prices, enabled flags and rate limits change at once; a bad
-file keeps the running config; keys that cannot change live are named in the log."""
+``SIGHUP`` (or ``gateway reload``): prices, enabled flags, rate limits and client keys change at
+once; a bad file keeps the running config; keys that cannot change live are named in the log."""
 
 from __future__ import annotations
 
@@ -21,16 +21,19 @@ import yaml
 from tests.e2e.conftest import (
     CLIENT_KEY,
     ENV,
+    OTHER_KEY,
     Gateway,
     Sandbox,
     _base_env,
     gateway_config,
+    wait_final,
 )
 from tests.scrape import Scrape
 
 pytestmark = pytest.mark.e2e
 BODY = {"prompt": "a lighthouse at dusk", "image": "https://example.com/first-frame.png"}
 FRESH = {"Authorization": f"Bearer {CLIENT_KEY}", "Connection": "close"}
+LATE_KEY = "e2e-late-client-key"  # made up: in the started environment, not in the first file
 
 
 def _prices(gateway: Gateway) -> dict[str, Any]:
@@ -203,3 +206,54 @@ def test_a_sighup_while_the_gateway_starts_is_applied_once_it_serves(
     assert started == [gateway], started  # alive, and serving
     _wait_log(gateway, "config reloaded")
     assert _prices(gateway)["runapi"] == (True, 0.2)
+
+
+def _statuses(gateway: Gateway, key: str, path: str = "/v1/providers", times: int = 6) -> set[int]:
+    """The statuses of ``times`` requests with ``key``, each on a new connection (so with
+    several workers, more than one answers)."""
+    headers = {"Authorization": f"Bearer {key}", "Connection": "close"}
+    return {httpx.get(f"{gateway.url}{path}", headers=headers, timeout=5).status_code
+            for _ in range(times)}  # fmt: skip
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_client_removed_from_the_file_is_refused_at_once_after_sighup(
+    sandbox: Sandbox, redis_url: str, tmp_path: Path, gateways: list[Gateway], workers: int
+) -> None:
+    """Revocation: a compromised client taken out of ``auth.keys`` gets 401 after the reload,
+    on every worker, and its tasks are nobody's to read; the other client goes on, and a
+    client added with a variable set in the gateway's environment gets in."""
+    config = gateway_config(sandbox, redis_url, tmp_path / "data")  # clients demo and other
+    args = ["--workers", str(workers)] if workers > 1 else []
+    gateway = Gateway(config, tmp_path, args=args, env={"GATEWAY_KEY_LATE": LATE_KEY})
+    gateways.append(gateway.start(timeout_s=40))
+    if workers > 1:
+        _until(lambda: _workers_catching_sighup(gateway) == workers, "the workers did not start")
+    with gateway.client(OTHER_KEY) as other:
+        created = other.post("/v1/videos", json=BODY)
+        assert created.status_code == 202, created.text
+        task_id = created.json()["id"]
+        wait_final(other, task_id)  # final: later reads may come through the shortcut
+        assert other.get(f"/v1/videos/{task_id}").status_code == 200
+    assert _statuses(gateway, LATE_KEY) == {401}
+
+    revoked: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config))
+    revoked["auth"]["keys"] = [
+        *(k for k in config["auth"]["keys"] if k["name"] != "other"),
+        {"name": "late", "key_env": "GATEWAY_KEY_LATE"},
+    ]
+    gateway.config_path.write_text(yaml.safe_dump(revoked))
+    assert gateway.process is not None
+    os.kill(gateway.process.pid, signal.SIGHUP)
+    _wait_log(gateway, "config reloaded", count=workers, timeout_s=30)  # one line per worker
+
+    assert _statuses(gateway, OTHER_KEY) == {401}
+    assert _statuses(gateway, OTHER_KEY, f"/v1/videos/{task_id}") == {401}
+    assert _statuses(gateway, CLIENT_KEY) == {200}
+    assert _statuses(gateway, CLIENT_KEY, f"/v1/videos/{task_id}") == {404}  # not demo's
+    assert _statuses(gateway, LATE_KEY) == {200}
+    assert _statuses(gateway, LATE_KEY, f"/v1/videos/{task_id}") == {404}
+    assert _statuses(gateway, CLIENT_KEY, "/v1/usage", times=2) == {200}
+    scrape = Scrape(httpx.get(f"{gateway.url}/metrics", timeout=5).text)
+    assert scrape.value("gateway_config_reloads_total", outcome="applied") == workers
+    assert "until a restart" not in gateway.logs()  # the client list needed none

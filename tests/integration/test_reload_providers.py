@@ -13,7 +13,7 @@ import pytest
 
 from gateway.app import Resources
 from gateway.config import Settings, settings_from_mapping
-from gateway.live import Reloader
+from gateway.live import Reloader, ReloadSource
 from gateway.metrics import Metrics
 from tests.integration.conftest import IMAGE, Harness, base_config
 
@@ -39,7 +39,7 @@ class ConfigFile:
 def reload(h: Harness, file: ConfigFile) -> None:
     """What ``SIGHUP`` does: read the file again and apply it to the app's live settings."""
     resources: Resources = h.client.app.state.resources
-    assert Reloader(resources.live, file.read, metrics=Metrics([])).reload()
+    assert Reloader(resources.live, ReloadSource(file.read, {}), metrics=Metrics([])).reload()
 
 
 async def served_by(h: Harness) -> str:
