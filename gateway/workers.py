@@ -188,7 +188,7 @@ def app_from_environment() -> Litestar:
     # A worker whose parent was killed must not keep serving on the shared socket (and would
     # be left with a dead embedded Redis): it goes when the parent goes, as redis-server does.
     die_with_parent()
-    from gateway.live import hold_early_hangups  # not at the top: it imports the metrics
+    from gateway.live import hold_early_hangups  # not at the top: only a worker needs it
 
     hold_early_hangups()  # a reload forwarded while this worker starts must not kill it
     return worker_app(os.environ)
