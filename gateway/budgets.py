@@ -15,7 +15,9 @@ A task's life in money:
 - once the task is final, :meth:`Budgets.settle` turns the reservation into spend when it
   completed, gives it back when nothing can be billed (a refused create, a failed generation),
   and keeps it when the outcome is unknown (the reseller may bill it). The script deletes the
-  reservation as it settles it, so settling a task twice changes nothing.
+  reservation as it settles it, so settling a task twice changes nothing. A settle Redis
+  refuses (the client's slot failing over, say) is retried by the background poller: the
+  task goes back on the poll schedule (:meth:`gateway.status.Finalizer.settle`).
 
 A client without a budget goes through the same two scripts (only the limit check is moot):
 ``GET /v1/usage`` reports every client's spend and reservations, and a budget added by a
@@ -242,19 +244,22 @@ class Budgets:
                 headers={"Retry-After": str(max(1, math.ceil(until - self._clock())))},
             )
 
-    async def finalized(self, record: TaskRecord) -> None:
+    async def finalized(self, record: TaskRecord) -> bool:
         """The hook for a task that has just become final (once: the store's compare-and-set
-        said so): count a completed task's spend, then settle its reservation."""
+        said so): count a completed task's spend, then settle its reservation (:meth:`settle`,
+        whose answer this is)."""
         if record.status is TaskStatus.COMPLETED:
             self._metrics.spent(record.provider or "", record.client, record.price_usd or 0.0)
-        await self.settle(record)
+        return await self.settle(record)
 
-    async def settle(self, record: TaskRecord) -> None:
-        """Settle a final task's reservation (see :func:`verdict`); safe to repeat. A Redis
-        failure is logged and counted: the task stays final, its reservation held."""
+    async def settle(self, record: TaskRecord) -> bool:
+        """Settle a final task's reservation (see :func:`verdict`); safe to repeat (a settled
+        reservation is gone, and settling it again changes nothing). False when Redis failed
+        (logged and counted): the reservation is still held, and the caller settles it later
+        (:meth:`gateway.status.Finalizer.settle`)."""
         outcome = verdict(record)
         if outcome == "keep":
-            return
+            return True
         day, month = (period_of(k, record.created_at) for k in ("day", "month"))
         price = to_micros(record.price_usd or 0.0) if outcome == "spend" else 0
         try:
@@ -263,13 +268,15 @@ class Budgets:
                     keys=self._keys(record, day, month),
                     args=[outcome, price, record.provider or ""],
                 )
-        except StoreUnavailable:
-            logger.exception(
-                "reservation not settled", extra={"task_id": record.id, "client": record.client}
+        except StoreUnavailable as exc:
+            logger.warning(
+                "reservation not settled",
+                extra={"task_id": record.id, "client": record.client, "error": repr(exc.__cause__)},
             )
-            return
+            return False
         if settled and outcome == "spend":
             self._metrics.routing_saving(record.provider or "", to_usd(int(settled[1]) - price))
+        return True
 
     async def counters(self, client: str, period: Period) -> Counters:
         async with translated(self._metrics, "budgets"):

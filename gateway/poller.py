@@ -126,6 +126,8 @@ class Poller:
         read_at = time.monotonic()
         if record is None or record.is_final or record.copy_state is not None:
             await self._store.unschedule(task_id)  # a task being copied is the copier's
+            if record is not None and record.is_final:  # its budget settle was refused
+                await self._finalizer.settle(record)
             return
         age = time.time() - record.created_at
         if record.provider_task_id is None:

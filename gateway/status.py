@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 
 from gateway.budgets import Budgets
 from gateway.config import StatusSettings
-from gateway.errors import GatewayError, UpstreamOutcomeUnknown
+from gateway.errors import GatewayError, StoreUnavailable, UpstreamOutcomeUnknown
 from gateway.health import Health
 from gateway.metrics import Metrics
 from gateway.router import Router
@@ -45,6 +45,9 @@ from providers.base import Provider, TaskStatus, UpstreamStatus, VideoJob
 from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
+
+SETTLE_RETRY_S = 5.0
+"""How soon the background poller tries again a budget settle Redis refused."""
 
 
 def callback_urls(public_url: str | None, token: str | None) -> Callable[[str], str] | None:
@@ -102,7 +105,8 @@ class Finalizer:
             webhook = (delivery.id, delivery.model_dump_json(), time.time())
         if not await self._store.finalize(record, webhook):
             return await self._store.get(record.id) or record  # someone else ended it
-        await self._budgets.finalized(record)
+        if not await self._budgets.finalized(record):
+            await self._settle_later(record)
         logger.info("task final", extra={"task_id": record.id, "provider": record.provider,
                                          "status": record.status.value})  # fmt: skip
         if record.provider:  # placed with an upstream (a refused create never was)
@@ -116,6 +120,25 @@ class Finalizer:
                     record.provider, completed=record.status is TaskStatus.COMPLETED
                 )
         return record
+
+    async def settle(self, record: TaskRecord) -> None:
+        """Settle the final ``record``'s budget reservation again: the poller calls this for a
+        final task it finds on its schedule, where :meth:`finalize` put it when Redis refused
+        the settle. A no-op for a reservation settled already."""
+        if not await self._budgets.settle(record):
+            await self._settle_later(record)
+
+    async def _settle_later(self, record: TaskRecord) -> None:
+        """Put the final task back on the poll schedule: the background poller settles it (any
+        instance, even after this one dies). The task's shard is often up while the client's
+        budget slot is not (a Cluster primary failing over)."""
+        try:
+            await self._store.schedule(record.id, time.time() + SETTLE_RETRY_S)
+        except StoreUnavailable:  # counted by the store
+            logger.exception(
+                "reservation held: its settle could not be rescheduled either",
+                extra={"task_id": record.id, "client": record.client},
+            )
 
 
 class Refresher:

@@ -7,13 +7,14 @@ and refresher, on the suite's real redis-server; Redis refusing a write is a Red
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from gateway.budgets import Budgets
+from gateway.budgets import Budgets, period_of, to_micros
 from gateway.errors import (
     AllProvidersFailed,
     ContentRejected,
@@ -24,6 +25,7 @@ from gateway.health import Health
 from gateway.idempotency import IdempotencyStore, IdempotentCreates
 from gateway.live import LiveSettings
 from gateway.metrics import Metrics
+from gateway.poller import Poller
 from gateway.redis_client import RedisClient, connect
 from gateway.router import Router
 from gateway.schemas import CreateVideoRequest
@@ -50,6 +52,8 @@ class Stack:
     fakes: dict[str, FakeProvider]
     redis: RedisClient
     metrics: Metrics
+    finalizer: Finalizer
+    budgets: Budgets
 
     async def create(self, **body: Any) -> TaskRecord:
         """Create through the service; the task as stored."""
@@ -68,9 +72,15 @@ class Stack:
         return TaskRecord.model_validate_json(raw)
 
 
-def stack(redis: RedisClient, task_redis: RedisClient | None = None, **routing: Any) -> Stack:
+def stack(
+    redis: RedisClient,
+    task_redis: RedisClient | None = None,
+    budget_redis: RedisClient | None = None,
+    **routing: Any,
+) -> Stack:
     """The service as ``gateway.app.build_resources`` wires it, with fakes for adapters;
-    ``task_redis``: the task store's own connection (one a test narrows with an ACL)."""
+    ``task_redis``, ``budget_redis``: the task store's and the budgets' own connections (one a
+    test narrows with an ACL)."""
     settings = fake_settings(
         routing=routing,
         status={"poll_interval_s": 1, "background_polling": True, "resubmit_failed": 1},
@@ -80,7 +90,7 @@ def stack(redis: RedisClient, task_redis: RedisClient | None = None, **routing: 
     live = LiveSettings(settings)
     store = TaskStore(task_redis or redis, ttl_s=3600, metrics=metrics)
     health = Health(redis, settings.routing.circuit, NAMES, metrics=metrics)
-    budgets = Budgets(redis, dict, metrics=metrics)
+    budgets = Budgets(budget_redis or redis, dict, metrics=metrics)
     router = Router(routes, live, health, metrics=metrics)
     finalizer = Finalizer(store, health, budgets=budgets, metrics=metrics, webhooks_enabled=False)
     refresher = Refresher(
@@ -95,7 +105,7 @@ def stack(redis: RedisClient, task_redis: RedisClient | None = None, **routing: 
     service = VideoService(
         store, router, refresher, finalizer, idempotent, options, metrics=metrics, budgets=budgets
     )
-    return Stack(service, refresher, store, fakes, redis, metrics)
+    return Stack(service, refresher, store, fakes, redis, metrics, finalizer, budgets)
 
 
 def attempts(record: TaskRecord) -> list[str]:
@@ -280,3 +290,47 @@ async def test_a_resubmission_every_provider_refuses_leaves_the_failure_standing
     assert refreshed.error.code == "generation_failed"
     assert attempts(refreshed) == ["a:accepted", "a:generation_failed",
                                    "b:upstream_unavailable", "c:upstream_unreachable"]  # fmt: skip
+
+
+# Finalizer: a budget settle Redis refuses ----------------------------------------------------
+
+
+async def test_a_settle_redis_refused_at_the_end_is_done_by_the_poller_once_redis_answers(
+    redis: Redis, acl: Acl
+) -> None:
+    """A task completing while the client's budget slot is down (a Cluster primary failing
+    over) kept its reservation for good: nothing settled it later. It goes back on the poll
+    schedule, and the poller settles it once Redis takes the write."""
+    budget_redis = connect(acl.url)
+    try:
+        s = stack(redis, budget_redis=budget_redis)
+        record = await placed_on_a(s)
+        month = period_of("month", record.created_at)
+        assert (await s.budgets.counters(CLIENT, month)).reserved == to_micros(0.2)
+        await acl.only_keys("gw:*:task:*")  # the budgets' keys refuse every command
+        s.fakes["a"].on_status(
+            UpstreamStatus(status=TaskStatus.COMPLETED, raw_status="success",
+                           video_url="https://cdn.example/v.mp4")
+        )  # fmt: skip
+        done = await s.refresher.refresh(record, may_resubmit=True)
+        assert done.status is TaskStatus.COMPLETED
+        poll_due = s.store.due_key("poll", record.id, 0)
+        assert await redis.zscore(poll_due, record.id) is not None  # back on the schedule
+        await acl.allow_all()
+        poller = Poller(s.store, s.refresher, fake_settings().status, create_timeout_s=60,
+                        lease_s=5, metrics=s.metrics, finalizer=s.finalizer)  # fmt: skip
+        await redis.zadd(poll_due, {record.id: 0})  # due now rather than in SETTLE_RETRY_S
+        run = asyncio.create_task(poller.run())
+        try:
+            for _ in range(100):
+                if (await s.budgets.counters(CLIENT, month)).reserved == 0:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await poller.stop()
+            await run
+    finally:
+        await budget_redis.aclose()
+    counters = await s.budgets.counters(CLIENT, month)
+    assert (counters.reserved, counters.spent, counters.tasks) == (0, to_micros(0.2), 1)
+    assert await redis.zscore(poll_due, record.id) is None
