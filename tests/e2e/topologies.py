@@ -188,14 +188,14 @@ class ReplicatedCluster(Servers):
 
     def _replicating(self, port: int) -> bool:
         info: dict[str, Any] = self.command(port, "INFO", "replication")
-        return info["role"] == "slave" and info.get("master_link_status") == "up"
+        return bool(info["role"] == "slave" and info.get("master_link_status") == "up")
 
     def cluster_ok(self, port: int) -> bool:
         return "cluster_state:ok" in self.command(port, "CLUSTER", "INFO").decode()
 
     def is_primary(self, port: int) -> bool:
         info: dict[str, Any] = self.command(port, "INFO", "replication")
-        return info["role"] == "master"
+        return bool(info["role"] == "master")
 
     def busiest_primary(self) -> int:
         """The primary holding the most keys (of a test's tasks, after a flush)."""
