@@ -3,7 +3,8 @@
 
 Every phase runs (examples, coverage, fuzzing, stateful) in positive and negative modes, with
 every built-in check: responses must use a documented status, content type, headers and body
-schema; negative data must be refused; the bearer key must not be ignored; undocumented
+schema; negative data must be refused (judged on the form as sent, where a form's text cannot
+carry the type the tool meant to break); the bearer key must not be ignored; undocumented
 methods must answer 405 with ``Allow``. On top, the checks below: no ``5xx`` at all (nothing
 here is faulty), a request the document calls valid is never ``invalid_request``, and a ``/v1``
 request without the client key is ``401``.
@@ -21,13 +22,18 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import schemathesis
+from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.engine import events, from_schema
 from schemathesis.engine.statistic import Statistic
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from tests.e2e.conftest import CLIENT_KEY, Gateway, Sandbox, gateway_config, minimax_provider
 
@@ -97,6 +103,59 @@ def v1_needs_the_client_key(ctx: Any, response: schemathesis.Response, case: Any
         raise AssertionError(f"{path} answered {response.status_code} to key {sent!r}")
 
 
+@schemathesis.check
+def negative_data_is_refused(ctx: Any, response: schemathesis.Response, case: Any) -> None:
+    """schemathesis' own ``negative_data_rejection``, judged on the request as sent. A form
+    carries text only: a number or an object generated to break a string field (``prompt``
+    2.0) arrives as the valid string ``"2.0"``, which the tool does not always notice. Such an
+    acceptance stands only if the form on the wire, read back part by part, is valid by the
+    document; otherwise the tool's failure stands."""
+    try:
+        negative_data_rejection(ctx, response, case)
+    except AcceptedNegativeData:
+        if not _form_on_the_wire_is_valid(response, case):
+            raise
+        VALID_ON_THE_WIRE[case.operation.label] += 1
+
+
+VALID_ON_THE_WIRE: Counter[str] = Counter()
+"""Negative cases whose form, as sent, the document calls valid (their acceptance is right)."""
+
+
+def _form_on_the_wire_is_valid(response: schemathesis.Response, case: Any) -> bool:
+    raw = response.request.headers.get("Content-Type", "")
+    content_type = raw.decode() if isinstance(raw, bytes) else raw
+    if not content_type.startswith("multipart/form-data"):
+        return False
+    body = response.request.body
+    if not isinstance(body, bytes):
+        return False  # schemathesis sends a form as bytes
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    form: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            return False
+        value = payload.decode(errors="replace")  # a file's bytes: the document types no content
+        if not isinstance(name, str):
+            return False
+        if name.endswith("[]") or name in form:
+            existing = form.get(name)
+            form[name] = [*(existing if isinstance(existing, list) else
+                            [] if existing is None else [existing]), value]  # fmt: skip
+        else:
+            form[name] = value
+    document = case.operation.schema.raw_schema
+    schema = document["paths"][case.operation.path]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]["schema"]
+    validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
+    return bool(validator.is_valid(form))
+
+
 KNOWN_TOOL_DEFECTS = {
     # schemathesis 4.32's coverage phase cannot check a generated file against an object's
     # ``not``/``if`` (its judge meets a ``Binary``), and stops covering that body: the create
@@ -129,6 +188,7 @@ def fuzz(url: str, *, headers: dict[str, str], examples: int) -> Run:
             # Replaced by the stricter checks above.
             "not_a_server_error": {"enabled": False},
             "positive_data_acceptance": {"enabled": False},
+            "negative_data_rejection": {"enabled": False},
         },
     }
     if SEED is not None:
@@ -136,6 +196,7 @@ def fuzz(url: str, *, headers: dict[str, str], examples: int) -> Run:
     config = schemathesis.Config.from_dict(settings)
     schema = schemathesis.openapi.from_url(f"{url}/schema/openapi.json", config=config)
     run, statistic, started = Run(config.seed, examples), Statistic(), time.monotonic()
+    VALID_ON_THE_WIRE.clear()
     for event in from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished):
             statistic.on_scenario_finished(event.recorder)
@@ -159,9 +220,11 @@ def report(name: str, run: Run) -> str:
     tolerated = (
         f"; tolerated (schemathesis defect): {', '.join(run.tolerated)}" if run.tolerated else ""
     )
+    wire = sum(VALID_ON_THE_WIRE.values())
+    valid_forms = f"; {wire} negative forms valid as sent" if wire else ""
     return (
         f"{name}: {run.cases} cases in {run.seconds:.1f}s ({phases}); "
-        f"examples {run.examples}, FUZZ_SEED={run.seed}{tolerated}"
+        f"examples {run.examples}, FUZZ_SEED={run.seed}{valid_forms}{tolerated}"
     )
 
 
