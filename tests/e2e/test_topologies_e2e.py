@@ -287,6 +287,24 @@ REPLICATION_GRACE_S = 0.2
 (replication is asynchronous); earlier ones must survive the failover."""
 
 
+def assert_nothing_lost(
+    sandbox: Sandbox,
+    records: dict[str, dict[str, Any]],
+    answers: list[tuple[float, float, int, dict[str, Any]]],
+    killed_at: float,
+    reader: Gateway,
+) -> None:
+    """After a failover: no paid orphan (every task a reseller took maps to a stored task),
+    and every task acknowledged outside the replication window is answered by ``reader``."""
+    assert upstream_tasks_known_only_by_a_pending_attempt(sandbox, records) == 0
+    accepted = [(at, body["id"]) for _, at, code, body in answers if code == 202]
+    window = (killed_at - REPLICATION_GRACE_S, killed_at + REPLICATION_GRACE_S)
+    replicated = [i for at, i in accepted if not window[0] < at < window[1]]
+    with reader.client() as client:
+        missing = [i for i in replicated if client.get(f"/v1/videos/{i}").status_code != 200]
+    assert missing == [], f"{len(missing)} of {len(replicated)} acknowledged tasks lost"
+
+
 def test_sentinel_failover_under_load_answers_503_or_202_and_loses_no_replicated_task(
     sandbox: Sandbox, tmp_path: Path, gateways: list[Gateway]
 ) -> None:
@@ -319,14 +337,7 @@ def test_sentinel_failover_under_load_answers_503_or_202_and_loses_no_replicated
         unavailable = {body["code"] for _, _, code, body in load.answers if code == 503}
         assert unavailable <= {"store_unavailable"}
         records = stored_tasks(f"redis://127.0.0.1:{new}/0")
-        # No paid orphan: every task a reseller took maps to a stored task.
-        assert upstream_tasks_known_only_by_a_pending_attempt(sandbox, records) == 0
-        accepted = [(at, body["id"]) for _, at, code, body in load.answers if code == 202]
-        window = (killed_at - REPLICATION_GRACE_S, killed_at + REPLICATION_GRACE_S)
-        replicated = [i for at, i in accepted if not window[0] < at < window[1]]
-        with reader.client() as client:
-            missing = [i for i in replicated if client.get(f"/v1/videos/{i}").status_code != 200]
-        assert missing == [], f"{len(missing)} of {len(replicated)} acknowledged tasks lost"
+        assert_nothing_lost(sandbox, records, load.answers, killed_at, reader)
     finally:
         for gateway in gateways:
             gateway.stop()
@@ -379,14 +390,7 @@ def test_cluster_primary_failover_under_load_answers_503_or_202_and_loses_no_rep
         records: dict[str, dict[str, Any]] = {}
         for port in servers.live_primaries():
             records |= stored_tasks(f"redis://127.0.0.1:{port}/0")
-        # No paid orphan: every task a reseller took maps to a stored task.
-        assert upstream_tasks_known_only_by_a_pending_attempt(sandbox, records) == 0
-        accepted = [(at, body["id"]) for _, at, code, body in answers if code == 202]
-        window = (killed_at - REPLICATION_GRACE_S, killed_at + REPLICATION_GRACE_S)
-        replicated = [i for at, i in accepted if not window[0] < at < window[1]]
-        with gw.client() as client:
-            missing = [i for i in replicated if client.get(f"/v1/videos/{i}").status_code != 200]
-        assert missing == [], f"{len(missing)} of {len(replicated)} acknowledged tasks lost"
+        assert_nothing_lost(sandbox, records, answers, killed_at, gw)
     finally:
         for gateway in gateways:
             gateway.stop()
