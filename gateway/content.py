@@ -174,6 +174,11 @@ def without_body(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+Variant = Annotated[
+    str | None, QueryParameter(name="variant", required=False, description="only `video`")
+]
+"""``?variant=``: GET's and HEAD's one query parameter."""
+
 CONTENT_ANSWERS: dict[int, ResponseSpec] = {
     200: ResponseSpec(data_container=bytes, media_type="video/mp4",
                       description="The stored video", generate_examples=False),
@@ -215,9 +220,7 @@ class VideoContentController(Controller):
         request: Request[Any, Any, Any],
         task_id: FromPath[str],
         content: NamedDependency[VideoContent],
-        variant: Annotated[
-            str | None, QueryParameter(name="variant", required=False, description="only `video`")
-        ] = None,
+        variant: Variant = None,
     ) -> Response[Any]:
         return await content.answer(current_client(request), task_id, variant, request)
 
@@ -233,8 +236,6 @@ class VideoContentController(Controller):
         request: Request[Any, Any, Any],
         task_id: FromPath[str],
         content: NamedDependency[VideoContent],
-        variant: Annotated[
-            str | None, QueryParameter(name="variant", required=False, description="only `video`")
-        ] = None,
+        variant: Variant = None,
     ) -> Response[Any]:
         return await content.answer(current_client(request), task_id, variant, request)
